@@ -1,0 +1,92 @@
+"""The FastAPI app: routes only. The work happens in gateway.py and the modules it calls."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from switchboard.gateway import Gateway
+from switchboard.protocol import GatewayError, error_body, error_type_for
+from switchboard.settings import Settings
+
+
+def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
+    """Build the app. Without a gateway, one is built from the environment at start-up."""
+    from switchboard.runtime import build_gateway
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if getattr(app.state, "gateway", None) is None:
+            app.state.gateway = build_gateway(settings or Settings.from_env())
+        yield
+        await app.state.gateway.aclose()
+
+    app = FastAPI(title="switchboard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.gateway = gateway
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/v1/chat/completions")
+    @app.post("/chat/completions", include_in_schema=False)
+    async def chat_completions(request: Request) -> Response:
+        return await _gateway(request).chat_completions(request)
+
+    @app.get("/v1/models")
+    @app.get("/models", include_in_schema=False)
+    async def models(request: Request) -> dict:
+        gateway = _gateway(request)
+        gateway.authenticate(request)
+        return {"object": "list", "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": owner}
+            for model, owner in gateway.models()
+        ]}
+
+    _install_error_handlers(app)
+    return app
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway = request.app.state.gateway
+    if gateway is None:  # Mangum without lifespan, or a test that skipped start-up
+        from switchboard.runtime import build_gateway
+
+        gateway = request.app.state.gateway = build_gateway(Settings.from_env())
+    return gateway
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        message = f"No route for {request.method} {request.url.path}." if exc.status_code in (404, 405) \
+            else str(exc.detail)
+        return JSONResponse(error_body(message, error_type_for(exc.status_code), code=str(exc.status_code)),
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "query"))
+        return JSONResponse(error_body(f"Invalid parameter {where}: {first.get('msg', 'invalid')}",
+                                       "invalid_request_error", param=where or None, code="invalid_parameter"),
+                            status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        from switchboard.observability import logger
+
+        logger.exception("unexpected error", extra={"error_type": type(exc).__name__})
+        return JSONResponse(error_body("The gateway hit an unexpected error; it has been logged.", "server_error",
+                                       code="internal_error"), status_code=500)
+
+

@@ -1,0 +1,83 @@
+"""The `switchboard` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard", description="A streaming LLM gateway for voice agents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    serve.add_argument("--simulator", dest="simulator", action="store_true", default=None,
+                       help="also start the simulated upstream (default: only when no provider key is set)")
+    serve.add_argument("--no-simulator", dest="simulator", action="store_false")
+
+    sim = commands.add_parser("simulator", help="serve only the simulated upstream provider")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8100)
+    sim.add_argument("--first-token-ms", type=float, default=200.0)
+    sim.add_argument("--tokens", type=int, default=24)
+    sim.add_argument("--gap-ms", type=float, default=25.0)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "simulator":
+        return _simulator(args)
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from switchboard.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    wants_simulator = args.simulator
+    if wants_simulator is None:
+        wants_simulator = not any(c.api_key for c in settings.providers.values()) and not os.environ.get(
+            "SIMULATOR_BASE_URL")
+    if wants_simulator:
+        from switchboard.serving import BackgroundServer
+        from switchboard.simulator import Script, SimulatorApp
+
+        simulator = BackgroundServer(SimulatorApp(Script(first_token_ms=200, tokens=24, gap_ms=25))).start()
+        os.environ["SIMULATOR_BASE_URL"] = simulator.url + "/v1"
+        settings = Settings.from_env()
+        print(f"switchboard: simulated upstream on {simulator.url} (models simulator/echo, simulator/tools, "
+              "simulator/slow)", file=sys.stderr)
+    if not settings.api_keys and not settings.admin_keys:
+        print("switchboard: no gateway keys configured (SWITCHBOARD_API_KEYS); every request will get 401",
+              file=sys.stderr)
+    print(f"switchboard: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
+
+    from switchboard.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning",
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from switchboard.simulator import Script, SimulatorApp
+
+    script = Script(first_token_ms=args.first_token_ms, tokens=args.tokens, gap_ms=args.gap_ms)
+    print(f"switchboard simulator (simulated upstream) on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    uvicorn.run(SimulatorApp(script), host=args.host, port=args.port, access_log=False, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

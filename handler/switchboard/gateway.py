@@ -1,0 +1,124 @@
+"""One request's path: authenticate, parse, route, relay, record.
+
+`Gateway` owns the long-lived pieces (settings, keys, the HTTP client to upstreams, the recorder),
+so app.py stays a list of routes and the Mangum and uvicorn entries share one object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from switchboard.auth import Identity, KeyStore
+from switchboard.ledger.record import CallClock, CallRecord
+from switchboard.protocol import GatewayError
+from switchboard.providers.base import UpstreamError
+from switchboard.relay import Recorder, Relay
+from switchboard.request import chat_request, parse_json
+from switchboard.routing import resolve
+from switchboard.settings import Settings
+
+ProviderKeys = Callable[[str], "str | None"]
+
+
+def upstream_client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client for every upstream: keep-alive connections save a TLS handshake per call."""
+    timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
+                            write=settings.read_timeout_s, pool=settings.connect_timeout_s)
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60)
+    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+
+
+class Gateway:
+    def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.provider_keys = provider_keys
+        self.recorder = recorder
+        self.client = client or upstream_client(settings)
+        self.relay = Relay(self.client, settings, recorder)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def models(self) -> list[tuple[str, str]]:
+        """(model id, owner) for every provider usable without a per-request key."""
+        from switchboard.ledger.pricing import catalog
+        from switchboard.simulator.app import MODELS
+
+        listed = []
+        for name, config in self.settings.providers.items():
+            if name == "simulator":
+                if config.base_url:
+                    listed += [(f"simulator/{m}", "switchboard-simulator (simulated)") for m in MODELS]
+            elif name != "local" and config.base_url and self.provider_keys(name):
+                listed += [(f"{name}/{m}", name) for m in catalog(self.settings.prices_file).models(name)]
+        return listed
+
+    def authenticate(self, request: Request, *, admin: bool = False) -> Identity:
+        return self.keys.authenticate(request.headers.get("authorization"), admin=admin)
+
+    async def chat_completions(self, request: Request) -> Response:
+        """Every outcome, refusals included, leaves exactly one call record."""
+        clock = CallClock()
+        record = CallRecord()
+        try:
+            return await self._chat_completions(request, record, clock)
+        except UpstreamError as exc:
+            record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
+            await self.recorder(record, clock)
+            raise exc.to_gateway_error() from None
+        except GatewayError as exc:
+            record.status, record.outcome, record.error = exc.status, exc.code or exc.type, exc.message
+            await self.recorder(record, clock)
+            raise
+
+    async def _chat_completions(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        record.task_id = (headers.get("x-inference-task-id") or "default").strip()[:256] or "default"
+        identity = self.authenticate(request)
+        record.key_name = identity.name
+        _check_content_type(headers.get("content-type"))
+        chat = chat_request(parse_json(await read_body(request, self.settings.max_body_bytes)), headers)
+        record.task_id, record.environment = chat.task_id, chat.environment
+        record.requested_model, record.stream, record.metadata = chat.model, chat.stream, dict(chat.metadata)
+        if chat.extra_body:
+            record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
+        route = resolve(chat.model, headers, self.settings, self.provider_keys)
+        record.provider, record.model = route.provider, route.model
+        if chat.stream:
+            return await self.relay.stream(record, clock, chat, route)
+        return await self.relay.complete(record, clock, chat, route)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"The request body is larger than the gateway's limit of {limit} bytes "
+                        "(SWITCHBOARD_MAX_BODY_BYTES).", code="request_too_large")
+
+
+def _check_content_type(content_type: str | None) -> None:
+    if content_type and "json" not in content_type.lower():
+        raise GatewayError(415, f"Content-Type must be application/json, got '{content_type[:100]}'.",
+                           code="unsupported_media_type")
+
+
+def _short(value: object) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:256]

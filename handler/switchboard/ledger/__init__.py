@@ -1,0 +1,1 @@
+"""The call ledger: one CallRecord per request, priced, stored, queryable."""

@@ -1,0 +1,82 @@
+"""CallRecord: everything the ledger keeps about one request, and the clock that fills it in.
+
+Never a key, never message contents unless trace capture is switched on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DISCONNECTED = "client_disconnected"
+
+
+@dataclass
+class CallRecord:
+    request_id: str = field(default_factory=lambda: "req_" + uuid.uuid4().hex)
+    started_at: float = field(default_factory=time.time)  # epoch seconds
+    key_name: str | None = None
+    task_id: str = "default"
+    environment: str | None = None
+    provider: str | None = None
+    model: str | None = None  # upstream model
+    requested_model: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    stream: bool = False
+    status: int = 200
+    outcome: str = "pending"  # finish_reason, an error type, or client_disconnected
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    cost_usd: float | None = None
+    priced: bool = False
+    ttft_ms: float | None = None
+    total_ms: float | None = None
+    overhead_ms: float | None = None
+    tool_calls: list[str] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+    buffer_words: bool = False
+    trace: dict[str, Any] | None = None
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.metadata.get("conversation-id") or self.metadata.get("conversation_id")
+
+    @property
+    def is_error(self) -> bool:
+        return self.status >= 400 or self.outcome == DISCONNECTED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CallClock:
+    """Monotonic marks for one call; the record gets milliseconds, rounded to 0.01."""
+
+    __slots__ = ("start", "upstream_sent", "upstream_first", "client_first", "first_token")
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.upstream_sent: float | None = None
+        self.upstream_first: float | None = None  # first chunk from the upstream
+        self.client_first: float | None = None  # that chunk handed to the server
+        self.first_token: float | None = None  # first content or tool-call delta handed over
+
+    @staticmethod
+    def now() -> float:
+        return time.perf_counter()
+
+    def ms_since_start(self, mark: float | None) -> float | None:
+        return None if mark is None else round((mark - self.start) * 1000, 2)
+
+    def overhead_ms(self) -> float | None:
+        """Time switchboard itself spent before the first byte: routing, plus relaying the first chunk."""
+        if self.upstream_sent is None:
+            return None
+        spent = self.upstream_sent - self.start
+        if self.upstream_first is not None and self.client_first is not None:
+            spent += max(self.client_first - self.upstream_first, 0.0)
+        return round(spent * 1000, 3)

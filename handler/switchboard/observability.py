@@ -1,0 +1,53 @@
+"""One Powertools Logger and one Metrics object for the service, created on first use.
+
+Powertools takes tens of milliseconds to import; creating them lazily keeps that off the cold
+start that the Lambda Web Adapter waits for (`/health`), and off the first token.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "switchboard")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "switchboard")
+_lock = threading.Lock()
+
+
+class _Lazy:
+    """Builds the real object on first attribute access, once, from any thread."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._target: Any = None
+
+    def _get(self) -> Any:
+        if self._target is None:
+            with _lock:
+                if self._target is None:
+                    self._target = self._factory()
+        return self._target
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def warm(self) -> None:
+        self._get()
+
+
+def _make_logger():
+    from aws_lambda_powertools import Logger
+
+    return Logger(service=SERVICE, level=os.environ.get("POWERTOOLS_LOG_LEVEL") or os.environ.get("LOG_LEVEL")
+                  or "INFO")
+
+
+def _make_metrics():
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+logger: Any = _Lazy(_make_logger)
+metrics: Any = _Lazy(_make_metrics)

@@ -1,0 +1,131 @@
+"""OpenAI wire shapes: error bodies, SSE framing, and the gateway's one exception type.
+
+Everything a client sees when something goes wrong is built here, so every error on every path
+has the same `{"error": {"message", "type", "param", "code"}}` body OpenAI's SDKs understand.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SSE_DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+# HTTP status -> OpenAI error type, for errors the gateway itself raises.
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "upstream_error",
+    503: "server_error",
+    504: "timeout_error",
+}
+
+
+def error_type_for(status: int) -> str:
+    if status in _TYPE_BY_STATUS:
+        return _TYPE_BY_STATUS[status]
+    return "invalid_request_error" if status < 500 else "upstream_error"
+
+
+class GatewayError(Exception):
+    """An error that becomes an OpenAI error body with an HTTP status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type or error_type_for(status)
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, param=self.param, code=self.code)
+
+
+def error_body(message: str, type: str, *, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON, the way OpenAI frames its chunks."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sse_data(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class SSEDecoder:
+    """Incremental Server-Sent Events parser.
+
+    `feed` takes whatever bytes the socket delivered and returns the complete events in them as
+    `(event_name, data)` pairs; a partial event waits for the next read. Handles CRLF, multi-line
+    data and comment lines, which some OpenAI-compatible hosts send as keep-alives.
+    """
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        if b"\r" in chunk or b"\r" in self._buffer:
+            chunk = (self._buffer + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            self._buffer = b""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[tuple[bytes, bytes]] = []
+        start = 0
+        while True:
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = _parse_block(buffer[start:end])
+            if event is not None:
+                events.append(event)
+            start = end + 2
+        self._buffer = buffer[start:]
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event that has not been terminated (non-empty at EOF means a cut stream)."""
+        return self._buffer.strip()
+
+
+def _parse_block(block: bytes) -> tuple[bytes, bytes] | None:
+    if block.startswith(b"data: ") and b"\n" not in block:  # the common case, one line
+        return b"", block[6:]
+    name = b""
+    data: list[bytes] = []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            name = value
+    if not data:
+        return None
+    return name, b"\n".join(data)

@@ -1,0 +1,413 @@
+"""Anthropic's native Messages API, translated to and from OpenAI Chat Completions.
+
+The translation is pure (`messages_request`, `StreamTranslator`, `completion_from_message`) so it
+can be tested without a socket; `stream` and `complete` only add the HTTP around it. Anthropic
+quirks live here: the top-level `system`, tool results as user content, `max_tokens` being
+required, temperature capped at 1, and usage that counts cached input apart from the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from switchboard.protocol import GatewayError, dumps
+from switchboard.providers.base import Chunk, UpstreamError, read_events, send
+from switchboard.routing import Route
+from switchboard.settings import Settings
+
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
+_DEFAULT_INPUT_SCHEMA = {"type": "object", "properties": {}}
+
+
+# --- request: OpenAI chat.completions -> Anthropic messages ---------------------------------------
+
+
+def messages_request(body: dict, model: str, settings: Settings, stream: bool) -> dict:
+    """The Anthropic Messages payload for an OpenAI request. OpenAI-only fields are dropped."""
+    system, messages = translate_messages(body.get("messages") or [])
+    payload: dict = {"model": model, "max_tokens": _max_tokens(body, settings), "messages": messages}
+    if system:
+        payload["system"] = system
+    tools = translate_tools(body.get("tools"))
+    if tools:
+        payload["tools"] = tools
+        choice = translate_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice:
+            payload["tool_choice"] = choice
+    stop = _stop_sequences(body.get("stop"))
+    if stop:
+        payload["stop_sequences"] = stop
+    temperature = body.get("temperature")
+    if _is_number(temperature):
+        payload["temperature"] = min(float(temperature), 1.0)  # Anthropic's range is 0..1, OpenAI's 0..2
+    if _is_number(body.get("top_p")):
+        payload["top_p"] = body["top_p"]
+    if isinstance(body.get("user"), str) and body["user"]:
+        payload["metadata"] = {"user_id": body["user"]}
+    if isinstance(body.get("simulator"), dict):
+        payload["simulator"] = body["simulator"]  # pacing for the simulated upstream; real hosts never see it
+    payload["stream"] = stream
+    return payload
+
+
+def translate_messages(messages: list) -> tuple[str, list[dict]]:
+    """OpenAI messages -> (system text, Anthropic messages). System turns anywhere are hoisted."""
+    system_parts: list[str] = []
+    out: list[dict] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(message.get("content"))
+            if text:
+                system_parts.append(text)
+        elif role == "user":
+            out.append({"role": "user", "content": _user_content(message.get("content"))})
+        elif role == "assistant":
+            blocks = _assistant_blocks(message)
+            if blocks:
+                out.append({"role": "assistant", "content": blocks})
+        elif role == "tool":
+            _append_tool_result(out, message)
+    return "\n\n".join(system_parts), out
+
+
+def _user_content(content: object) -> str | list[dict]:
+    if isinstance(content, str) or not isinstance(content, list):
+        return content if isinstance(content, str) else ""
+    blocks = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": str(part.get("text") or "")})
+        elif part.get("type") == "image_url":
+            blocks.append(image_block(part.get("image_url")))
+        else:
+            raise GatewayError(400, f"Anthropic models do not accept '{part.get('type')}' content parts.",
+                               param="messages", code="unsupported_content")
+    return blocks
+
+
+def image_block(image_url: object) -> dict:
+    """An OpenAI image_url part -> an Anthropic image block (data: URLs inline, http(s) by URL)."""
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str):
+        raise GatewayError(400, "An image_url content part has no URL.", param="messages",
+                           code="invalid_image")
+    if url.startswith("data:"):
+        header, comma, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not comma or encoding != "base64" or not media_type:
+            raise GatewayError(400, "An image data: URL must look like 'data:image/png;base64,...'.",
+                               param="messages", code="invalid_image")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise GatewayError(400, "An image URL must be a data: URL or an http(s) URL.", param="messages",
+                       code="invalid_image")
+
+
+def _assistant_blocks(message: dict) -> list[dict]:
+    blocks: list[dict] = []
+    text = _text_of(message.get("content"))
+    if text:  # Anthropic rejects empty text blocks
+        blocks.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        blocks.append({"type": "tool_use", "id": str(call.get("id") or ""),
+                       "name": str(function.get("name") or ""),
+                       "input": _parse_arguments(function.get("arguments"))})
+    return blocks
+
+
+def _parse_arguments(arguments: object) -> dict:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else None
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _append_tool_result(out: list[dict], message: dict) -> None:
+    """Tool results are user content in Anthropic; consecutive ones share one user message."""
+    block = {"type": "tool_result", "tool_use_id": str(message.get("tool_call_id") or ""),
+             "content": _text_of(message.get("content"))}
+    previous = out[-1] if out else None
+    if previous and previous["role"] == "user" and _is_tool_results(previous["content"]):
+        previous["content"].append(block)
+    else:
+        out.append({"role": "user", "content": [block]})
+
+
+def _is_tool_results(content: object) -> bool:
+    if not isinstance(content, list) or not content:
+        return False
+    return all(block.get("type") == "tool_result" for block in content)
+
+
+def _text_of(content: object) -> str:
+    """A message's text, whether a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = [str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    return "".join(texts)
+
+
+def translate_tools(tools: object) -> list[dict]:
+    """OpenAI function tools -> Anthropic tools; other tool types have no Anthropic equivalent."""
+    out = []
+    for tool in tools if isinstance(tools, list) else []:
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(function, dict) or not function.get("name"):
+            continue
+        translated = {"name": function["name"]}
+        if function.get("description"):
+            translated["description"] = function["description"]
+        translated["input_schema"] = function.get("parameters") or _DEFAULT_INPUT_SCHEMA
+        out.append(translated)
+    return out
+
+
+def translate_tool_choice(tool_choice: object, parallel_tool_calls: object) -> dict | None:
+    choice: dict | None = None
+    if isinstance(tool_choice, str) and tool_choice in _TOOL_CHOICES:
+        choice = {"type": _TOOL_CHOICES[tool_choice]}
+    elif isinstance(tool_choice, dict) and isinstance(tool_choice.get("function"), dict):
+        choice = {"type": "tool", "name": tool_choice["function"].get("name")}
+    if parallel_tool_calls is False:
+        if choice is None:
+            choice = {"type": "auto"}
+        if choice["type"] != "none":  # "none" takes no other field
+            choice["disable_parallel_tool_use"] = True
+    return choice
+
+
+def _stop_sequences(stop: object) -> list[str]:
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list):
+        return []
+    return [s for s in stop if isinstance(s, str) and s]
+
+
+def _max_tokens(body: dict, settings: Settings) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return settings.anthropic_default_max_tokens  # Anthropic requires a limit; OpenAI does not
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# --- response: Anthropic -> OpenAI ---------------------------------------------------------------
+
+
+def finish_reason(stop_reason: object) -> str:
+    return _FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def openai_usage(usage: dict) -> dict:
+    """Anthropic counts cached input apart from `input_tokens`; OpenAI's prompt_tokens includes it."""
+    cache_read = _count(usage, "cache_read_input_tokens")
+    cache_creation = _count(usage, "cache_creation_input_tokens")
+    prompt = _count(usage, "input_tokens") + cache_read + cache_creation
+    completion = _count(usage, "output_tokens")
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_creation}}
+
+
+def _count(usage: dict, name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dict(value: object) -> dict:
+    """A field of an upstream event that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+class StreamTranslator:
+    """Anthropic stream events -> OpenAI chunks, one event at a time, no I/O.
+
+    `feed` returns the chunks an event produces (often none); `done` turns true at message_stop.
+    """
+
+    def __init__(self, fallback_model: str, created: int | None = None) -> None:
+        self.id = "chatcmpl-anthropic"
+        self.model = fallback_model
+        self.created = created if created is not None else int(time.time())
+        self.usage: dict = {}
+        self.done = False
+        self._tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool_calls index
+
+    def feed(self, event: dict) -> list[dict]:
+        handler = getattr(self, "_on_" + str(event.get("type")), None)
+        return handler(event) if handler is not None else []  # ping, unknown types
+
+    def _on_message_start(self, event: dict) -> list[dict]:
+        message = _dict(event.get("message"))
+        if isinstance(message.get("id"), str):
+            self.id = f"chatcmpl-{message['id']}"
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        self._merge_usage(message.get("usage"))
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _on_content_block_start(self, event: dict) -> list[dict]:
+        block = _dict(event.get("content_block"))
+        if block.get("type") != "tool_use" or not isinstance(event.get("index"), int):
+            return []  # text arrives in deltas; thinking is not relayed
+        index = self._tool_index[event["index"]] = len(self._tool_index)
+        call = {"index": index, "id": block.get("id"), "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""}}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_content_block_delta(self, event: dict) -> list[dict]:
+        delta = _dict(event.get("delta"))
+        kind = delta.get("type")
+        if kind == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+            return [self._chunk({"content": delta["text"]})]
+        index = event.get("index")
+        tool_index = self._tool_index.get(index) if isinstance(index, int) else None
+        fragment = delta.get("partial_json")
+        if kind == "input_json_delta" and isinstance(fragment, str) and fragment and tool_index is not None:
+            call = {"index": tool_index, "function": {"arguments": fragment}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []  # thinking, signature, citations
+
+    def _on_message_delta(self, event: dict) -> list[dict]:
+        self._merge_usage(event.get("usage"))
+        stop_reason = _dict(event.get("delta")).get("stop_reason")
+        if stop_reason is None:
+            return []
+        return [self._chunk({}, finish_reason(stop_reason))]
+
+    def _on_message_stop(self, event: dict) -> list[dict]:
+        self.done = True
+        return [{**self._envelope(), "choices": [], "usage": openai_usage(self.usage)}]
+
+    def _merge_usage(self, usage: object) -> None:
+        # message_delta's counts are cumulative, so a later non-null value replaces an earlier one.
+        self.usage.update({k: v for k, v in _dict(usage).items() if isinstance(v, int)})
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**self._envelope(), "choices": [choice]}
+
+    def _envelope(self) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model}
+
+
+def completion_from_message(message: dict, created: int | None = None) -> dict:
+    """A non-streamed Anthropic Message -> an OpenAI chat.completion."""
+    blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
+    text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+    tool_calls = [{"id": b.get("id"), "type": "function",
+                   "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {})}}
+                  for b in blocks if b.get("type") == "tool_use"]
+    reply: dict = {"role": "assistant", "content": text or None, "refusal": None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    return {"id": f"chatcmpl-{message.get('id')}", "object": "chat.completion",
+            "created": created if created is not None else int(time.time()), "model": message.get("model"),
+            "choices": [{"index": 0, "message": reply, "logprobs": None,
+                         "finish_reason": finish_reason(message.get("stop_reason"))}],
+            "usage": openai_usage(_dict(message.get("usage")))}
+
+
+# --- I/O -----------------------------------------------------------------------------------------
+
+
+def _request(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings,
+             stream: bool) -> httpx.Request:
+    payload = messages_request(body, route.model, settings, stream)
+    headers = {"content-type": "application/json", "accept-encoding": "identity",
+               "anthropic-version": settings.anthropic_version}
+    if route.api_key:
+        headers["x-api-key"] = route.api_key
+    if stream:
+        headers["accept"] = "text/event-stream"
+    return client.build_request("POST", f"{route.base_url}/v1/messages", content=dumps(payload),
+                                headers=headers)
+
+
+async def stream(client: httpx.AsyncClient, route: Route, body: dict,
+                 settings: Settings) -> AsyncIterator[Chunk]:
+    request = _request(client, route, body, settings, stream=True)
+    response = await send(client, request, route.provider)
+    translator = StreamTranslator(route.model)
+    try:
+        async for name, data in read_events(response, route.provider):
+            event = _parse_event(data, route.provider)
+            if name == b"error" or event.get("type") == "error":
+                raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
+                                    + _error_text(event.get("error")), kind="stream_error")
+            for chunk in translator.feed(event):
+                yield dumps(chunk), chunk
+            if translator.done:
+                return
+    finally:
+        await response.aclose()
+    raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before message_stop.",
+                        kind="stream_error")
+
+
+async def complete(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> dict:
+    response = await send(client, _request(client, route, body, settings, stream=False), route.provider)
+    try:
+        raw = await response.aread()
+    except httpx.TimeoutException:
+        raise UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(502, f"Upstream provider '{route.provider}' broke the response "
+                            f"({type(exc).__name__}).", kind="stream_error") from None
+    finally:
+        await response.aclose()
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        message = None
+    if not isinstance(message, dict) or message.get("type") != "message":
+        raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
+                            "a message.", kind="http_error")
+    return completion_from_message(message)
+
+
+def _parse_event(data: bytes, provider: str) -> dict:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise UpstreamError(502, f"Upstream provider '{provider}' sent an event that is not a JSON object.",
+                            kind="stream_error")
+    return event
+
+
+def _error_text(error: object) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or "error")[:1000]
+    return str(error or "error")[:1000]

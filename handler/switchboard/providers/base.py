@@ -1,0 +1,102 @@
+"""What every adapter shares: the upstream error type and the HTTP plumbing around it.
+
+An adapter module exposes two coroutines:
+  * `stream(client, route, body, settings)`: an async iterator of OpenAI chunks, each a
+    `(json_bytes, parsed_dict)` pair. It raises `UpstreamError` before its first chunk when the
+    upstream refuses or cannot be reached, and mid-stream when the stream breaks.
+  * `complete(client, route, body, settings)`: one `chat.completion` dict.
+`body` is the client's request, already cleaned by `switchboard.request`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+
+from switchboard.protocol import GatewayError
+
+Chunk = tuple[bytes, dict]
+
+
+class UpstreamError(Exception):
+    """The upstream failed. `status` is what the client gets: the upstream's own 4xx, else 502/504."""
+
+    def __init__(self, status: int, message: str, *, kind: str, upstream_status: int | None = None,
+                 retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind  # http_error | connect_error | timeout | stream_error
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+
+    def to_gateway_error(self) -> GatewayError:
+        headers = {"retry-after": self.retry_after} if self.retry_after else None
+        code = f"upstream_{self.upstream_status}" if self.upstream_status else self.kind
+        return GatewayError(self.status, self.message, code=code, headers=headers)
+
+
+async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
+    """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TimeoutException:
+        raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({type(exc).__name__}).",
+                            kind="connect_error") from None
+    if response.status_code >= 300:
+        try:
+            raw = await response.aread()
+        except httpx.HTTPError:
+            raw = b""
+        finally:
+            await response.aclose()
+        raise error_from_status(response.status_code, raw, provider, response.headers.get("retry-after"))
+    return response
+
+
+def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None) -> UpstreamError:
+    message = upstream_message(raw) or f"HTTP {status}"
+    text = f"Upstream provider '{provider}' returned {status}: {message}"
+    if 400 <= status < 500:
+        return UpstreamError(status, text, kind="http_error", upstream_status=status, retry_after=retry_after)
+    return UpstreamError(502, text, kind="http_error", upstream_status=status, retry_after=retry_after)
+
+
+def upstream_message(raw: bytes) -> str:
+    """The human message in an upstream error body (OpenAI and Anthropic shapes), size-capped."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return raw[:300].decode("utf-8", "replace").strip()
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or "")[:1000]
+    if isinstance(error, str):
+        return error[:1000]
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])[:1000]
+    return ""
+
+
+async def read_events(response: httpx.Response, provider: str) -> AsyncIterator[tuple[bytes, bytes]]:
+    """SSE events as the socket delivers them; a broken or truncated stream raises UpstreamError."""
+    from switchboard.protocol import SSEDecoder
+
+    decoder = SSEDecoder()
+    try:
+        async for data in response.aiter_bytes():
+            for event in decoder.feed(data):
+                yield event
+    except httpx.TimeoutException:
+        raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
+                            kind="timeout") from None
+    except httpx.HTTPError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({type(exc).__name__}).",
+                            kind="stream_error") from None
+    if decoder.pending:
+        raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
+                            kind="stream_error")

@@ -1,0 +1,177 @@
+"""The streaming engine: upstream chunks to the client the moment they arrive.
+
+Per chunk the relay does the least it can: note the first content or tool-call delta (TTFT), the
+finish reason, tool names and usage, and frame the bytes. The call record is written before the
+final `data: [DONE]`, because on Lambda the process may be frozen once the response ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+import httpx
+from starlette.responses import Response
+
+from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
+from switchboard.protocol import SSE_DONE, SSE_HEADERS, dumps, error_body, sse_data
+from switchboard.providers import adapter
+from switchboard.providers.base import Chunk, UpstreamError
+from switchboard.request import ChatRequest
+from switchboard.routing import Route
+from switchboard.settings import Settings
+
+Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
+
+
+class ChunkObserver:
+    """What the ledger needs from the chunks, gathered without holding any of them back."""
+
+    __slots__ = ("record", "clock")
+
+    def __init__(self, record: CallRecord, clock: CallClock) -> None:
+        self.record = record
+        self.clock = clock
+
+    def observe(self, chunk: dict) -> bool:
+        """Note what `chunk` says; True when it is the usage-only chunk (choices empty, usage set)."""
+        choices = chunk.get("choices")
+        usage = chunk.get("usage")
+        if usage:
+            apply_usage(self.record, usage)
+        if not choices:
+            return bool(usage)
+        choice = choices[0]
+        delta = choice.get("delta")
+        if delta:
+            tool_calls = delta.get("tool_calls")
+            if self.clock.first_token is None and (delta.get("content") or tool_calls):
+                self.clock.first_token = CallClock.now()
+            if tool_calls:
+                for call in tool_calls:
+                    name = (call.get("function") or {}).get("name")
+                    if name:
+                        self.record.tool_calls.append(name)
+        finish = choice.get("finish_reason")
+        if finish:
+            self.record.outcome = finish
+        return False
+
+
+def apply_usage(record: CallRecord, usage: dict) -> None:
+    record.prompt_tokens = _int(usage.get("prompt_tokens"))
+    record.completion_tokens = _int(usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details") or {}
+    record.cached_tokens = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+class Relay:
+    def __init__(self, client: httpx.AsyncClient, settings: Settings, recorder: Recorder) -> None:
+        self.client = client
+        self.settings = settings
+        self.recorder = recorder
+
+    async def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, route: Route) -> Response:
+        """Open the upstream stream; failures before its first chunk raise UpstreamError (not yet sent)."""
+        chunks = adapter(route.adapter).stream(self.client, route, chat.body, self.settings)
+        clock.upstream_sent = CallClock.now()
+        try:
+            first: Chunk | None = await chunks.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await chunks.aclose()
+            raise
+        clock.upstream_first = CallClock.now()
+        return EventStreamResponse(self._events(record, clock, chat, chunks, first))
+
+    async def _events(self, record: CallRecord, clock: CallClock, chat: ChatRequest,
+                      chunks: AsyncIterator[Chunk], first: Chunk | None) -> AsyncIterator[bytes]:
+        observer = ChunkObserver(record, clock)
+        include_usage = chat.include_usage
+        try:
+            if first is not None:
+                payload, parsed = first
+                if not observer.observe(parsed) or include_usage:
+                    clock.client_first = CallClock.now()
+                    yield sse_data(payload)
+            async for payload, parsed in chunks:
+                if observer.observe(parsed) and not include_usage:
+                    continue
+                yield sse_data(payload)
+        except UpstreamError as exc:
+            record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
+            await self._record(record, clock)
+            yield sse_data(dumps(error_body(exc.message, "upstream_error", code=exc.kind)))
+            return
+        except BaseException:  # cancelled (client gone) or closed by the server
+            record.status, record.outcome = 499, DISCONNECTED
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await self._record(record, clock)
+            raise
+        if record.outcome == "pending":
+            record.outcome = "stop"
+        await self._record(record, clock)
+        yield SSE_DONE
+
+    async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, route: Route) -> Response:
+        clock.upstream_sent = CallClock.now()
+        completion = await adapter(route.adapter).complete(self.client, route, chat.body, self.settings)
+        clock.upstream_first = clock.client_first = clock.first_token = CallClock.now()
+        usage = completion.get("usage")
+        if isinstance(usage, dict):
+            apply_usage(record, usage)
+        choices = completion.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            message = choices[0].get("message") or {}
+            for call in message.get("tool_calls") or ():
+                name = (call.get("function") or {}).get("name") if isinstance(call, dict) else None
+                if name:
+                    record.tool_calls.append(name)
+            record.outcome = choices[0].get("finish_reason") or "stop"
+        await self._record(record, clock)
+        return Response(dumps(completion), media_type="application/json")
+
+    async def _record(self, record: CallRecord, clock: CallClock) -> None:
+        await self.recorder(record, clock)
+
+
+class EventStreamResponse(Response):
+    """A `text/event-stream` response that notices a client leaving while the upstream is silent.
+
+    Starlette's StreamingResponse only notices on the next write under newer ASGI servers; a voice
+    call that hangs up during a slow first token must cancel the upstream at once.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], status_code: int = 200) -> None:
+        self.chunks = body
+        self.status_code = status_code
+        self.background = None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        headers += [(k.encode(), v.encode()) for k, v in SSE_HEADERS.items()]
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
+                async for chunk in self.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.chunks.aclose()  # type: ignore[attr-defined]
+
+
+async def _cancel_on_disconnect(receive: Callable, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return

@@ -1,0 +1,134 @@
+"""The client's request, parsed once, validated, and cleaned for the upstream.
+
+ElevenLabs sends OpenAI Chat Completions plus its own fields: `elevenlabs_extra_body` (kept as
+metadata, never forwarded) and `user_id` (forwarded as OpenAI `user`). Unknown fields are
+tolerated and forwarded: OpenAI-compatible hosts grow new ones faster than any gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from switchboard.protocol import GatewayError
+
+VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+METADATA_PREFIX = "x-inference-metadata-"
+MAX_HEADER_VALUE = 256
+MAX_METADATA_ENTRIES = 32
+
+
+@dataclass
+class ChatRequest:
+    body: dict  # what the upstream adapter receives
+    model: str
+    stream: bool
+    include_usage: bool  # the client asked for the usage chunk
+    task_id: str = "default"
+    environment: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    extra_body: dict | None = None  # elevenlabs_extra_body, for the ledger
+
+    @property
+    def conversation_id(self) -> str | None:
+        return self.metadata.get("conversation-id") or self.metadata.get("conversation_id")
+
+
+def parse_json(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise GatewayError(400, "The request body is not valid UTF-8.", code="invalid_json") from None
+    except ValueError as exc:
+        raise GatewayError(400, f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
+                           code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+def chat_request(body: dict, headers: dict[str, str]) -> ChatRequest:
+    """Validate an OpenAI chat request and take the ledger's fields out of it. `headers` lower-case."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(400, "'model' is required and must be a non-empty string.", param="model",
+                           code="invalid_model")
+    _check_messages(body.get("messages"))
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise GatewayError(400, "'stream' must be true or false.", param="stream", code="invalid_type")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise GatewayError(400, "'stream_options' must be an object.", param="stream_options", code="invalid_type")
+    tools = body.get("tools")
+    if tools is not None:
+        _check_tools(tools)
+
+    cleaned = dict(body)
+    extra_body = cleaned.pop("elevenlabs_extra_body", None)
+    if extra_body is not None and not isinstance(extra_body, dict):
+        extra_body = {"value": extra_body}
+    user_id = cleaned.pop("user_id", None)
+    if user_id is not None and "user" not in cleaned:
+        cleaned["user"] = str(user_id)
+
+    return ChatRequest(
+        body=cleaned,
+        model=model.strip(),
+        stream=stream,
+        include_usage=bool(stream and options and options.get("include_usage")),
+        task_id=_header(headers, "x-inference-task-id") or "default",
+        environment=_header(headers, "x-inference-environment"),
+        metadata=metadata_from_headers(headers),
+        extra_body=extra_body,
+    )
+
+
+def metadata_from_headers(headers: dict[str, str]) -> dict[str, str]:
+    metadata = {}
+    for name, value in headers.items():
+        if name.startswith(METADATA_PREFIX) and len(name) > len(METADATA_PREFIX):
+            if len(metadata) >= MAX_METADATA_ENTRIES:
+                break
+            metadata[name[len(METADATA_PREFIX):][:64]] = value[:MAX_HEADER_VALUE]
+    return metadata
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    value = (headers.get(name) or "").strip()
+    return value[:MAX_HEADER_VALUE] or None
+
+
+def _check_messages(messages: object) -> None:
+    if messages is None:
+        raise GatewayError(400, "'messages' is required.", param="messages", code="missing_messages")
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError(400, "'messages' must be a non-empty array.", param="messages", code="invalid_type")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise GatewayError(400, f"messages[{index}] must be an object.", param=f"messages[{index}]",
+                               code="invalid_type")
+        role = message.get("role")
+        if role not in VALID_ROLES:
+            raise GatewayError(400, f"messages[{index}].role must be one of {', '.join(sorted(VALID_ROLES))}.",
+                               param=f"messages[{index}].role", code="invalid_role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise GatewayError(400, f"messages[{index}].content must be a string or an array of parts.",
+                               param=f"messages[{index}].content", code="invalid_type")
+
+
+def _check_tools(tools: object) -> None:
+    if not isinstance(tools, list):
+        raise GatewayError(400, "'tools' must be an array.", param="tools", code="invalid_type")
+    for index, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+            raise GatewayError(400, f"tools[{index}] must be {{'type': 'function', 'function': {{'name': ...}}}}.",
+                               param=f"tools[{index}]", code="invalid_tool")
+        parameters = function.get("parameters")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise GatewayError(400, f"tools[{index}].function.parameters must be a JSON schema object.",
+                               param=f"tools[{index}].function.parameters", code="invalid_tool")

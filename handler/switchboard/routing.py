@@ -1,0 +1,159 @@
+"""Model name and request headers -> Route: which provider, which upstream model, which key.
+
+Two ways to name an upstream:
+  * `model` as `provider/model` (or a bare name with a well-known prefix), resolved against the
+    configured providers;
+  * Inference Catalyst's `x-inference-provider-url` (a bare host the caller picks), accepted only
+    for allowlisted hosts and never for loopback, private or link-local addresses unless the
+    operator allowlisted them explicitly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from switchboard.protocol import GatewayError
+from switchboard.providers import OFFICIAL_HOSTS, PROVIDERS
+from switchboard.settings import Settings
+
+_OPENAI_BARE = re.compile(r"^(gpt-|chatgpt-|o[1-4]($|-))")
+ACCEPTED_FORMS = (
+    "use 'provider/model' (for example 'openai/gpt-4.1-mini', 'anthropic/claude-sonnet-4-6', "
+    "'groq/llama-3.3-70b-versatile'), or a bare OpenAI or Anthropic name starting with "
+    "'gpt-', 'chatgpt-', 'o1'..'o4' or 'claude-'. Providers: " + ", ".join(sorted(PROVIDERS))
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: str  # a name from PROVIDERS, or "custom" for x-inference-provider-url
+    adapter: str
+    model: str  # what the upstream is asked for (provider prefix stripped)
+    base_url: str
+    api_key: str | None = field(repr=False)
+    requested_model: str = ""
+
+
+KeyLookup = Callable[[str], "str | None"]
+
+
+def resolve(model: object, headers: dict[str, str], settings: Settings, provider_key: KeyLookup) -> Route:
+    """Pick the upstream for one request. `headers` has lower-case names."""
+    if not isinstance(model, str) or not model.strip():
+        raise GatewayError(400, "'model' is required and must be a non-empty string; " + ACCEPTED_FORMS,
+                           param="model", code="invalid_model")
+    model = model.strip()
+    caller_key = headers.get("x-inference-provider-api-key") or None
+    provider_url = headers.get("x-inference-provider-url")
+    if provider_url:
+        return _custom_route(model, provider_url, caller_key, settings, provider_key)
+
+    provider, upstream_model = split_model(model)
+    config = settings.provider(provider)
+    if config is None or not config.base_url:
+        raise GatewayError(400, f"Provider '{provider}' has no base URL configured: set "
+                           f"{provider.upper()}_BASE_URL.", param="model", code="provider_not_configured")
+    api_key = caller_key or provider_key(provider)
+    if config.spec.needs_key and not api_key:
+        raise GatewayError(400, f"Provider '{provider}' has no API key configured: set "
+                           f"{config.spec.env_prefix}_API_KEY (or store one with 'switchboard providers set "
+                           f"{provider}'), or send your own in x-inference-provider-api-key.",
+                           param="model", code="provider_not_configured")
+    return Route(provider, config.spec.adapter, upstream_model, config.base_url, api_key, model)
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """'groq/llama-3.3-70b' -> ('groq', 'llama-3.3-70b'); bare names by well-known prefix."""
+    prefix, slash, rest = model.partition("/")
+    if slash and prefix.lower() in PROVIDERS:
+        if not rest:
+            raise GatewayError(400, f"Model '{model}' names no model after the provider; " + ACCEPTED_FORMS,
+                               param="model", code="invalid_model")
+        return prefix.lower(), rest
+    if _OPENAI_BARE.match(model):
+        return "openai", model
+    if model.startswith("claude-"):
+        return "anthropic", model
+    raise GatewayError(400, f"Unknown model '{model}': " + ACCEPTED_FORMS, param="model", code="invalid_model")
+
+
+def _custom_route(model: str, raw_url: str, caller_key: str | None, settings: Settings,
+                  provider_key: KeyLookup) -> Route:
+    scheme, host, port, prefix = parse_provider_url(raw_url)
+    check_provider_host(host, port, scheme, settings)
+    netloc = f"[{host}]" if ":" in host else host
+    if port:
+        netloc += f":{port}"
+    provider, slash, rest = model.partition("/")
+    upstream_model = rest if slash and provider.lower() in PROVIDERS and rest else model
+    api_key = caller_key or _official_key_for(host, settings, provider_key)
+    return Route("custom", "openai_compat", upstream_model, f"{scheme}://{netloc}{prefix}/v1", api_key, model)
+
+
+def parse_provider_url(raw: str) -> tuple[str, str, int | None, str]:
+    """'api.groq.com' | 'https://host:port/prefix' -> (scheme, host, port, path prefix)."""
+    value = raw.strip()
+    if len(value) > 512 or any(ch in value for ch in " \t\r\n\\@?#"):
+        raise _bad_url("it contains characters a host name cannot")
+    if "://" not in value:
+        value = "https://" + value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise _bad_url("it is not a host name") from None
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise _bad_url("only https:// hosts are accepted")
+    prefix = parts.path.rstrip("/")
+    if prefix.endswith("/v1/chat/completions"):
+        prefix = prefix[: -len("/v1/chat/completions")]
+    elif prefix.endswith("/v1"):
+        prefix = prefix[:-3]
+    return parts.scheme, parts.hostname.lower().rstrip("."), port, prefix
+
+
+def check_provider_host(host: str, port: int | None, scheme: str, settings: Settings) -> None:
+    explicitly_allowed = host in settings.allowed_provider_hosts or (
+        port is not None and f"{host}:{port}" in settings.allowed_provider_hosts
+    )
+    if explicitly_allowed:
+        return
+    if _is_internal_address(host):
+        raise GatewayError(400, f"x-inference-provider-url points at a loopback, private or link-local "
+                           f"address ({host}); refused.", param="x-inference-provider-url",
+                           code="provider_url_refused")
+    if host not in OFFICIAL_HOSTS:
+        raise GatewayError(400, f"x-inference-provider-url host '{host}' is not on the gateway's allowlist "
+                           "(the providers' official hosts plus SWITCHBOARD_ALLOWED_PROVIDER_HOSTS).",
+                           param="x-inference-provider-url", code="provider_url_refused")
+    if scheme != "https":
+        raise _bad_url("only https:// is accepted for this host")
+
+
+def _is_internal_address(host: str) -> bool:
+    if host in {"localhost", "localhost.localdomain"} or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return not address.is_global
+
+
+def _official_key_for(host: str, settings: Settings, provider_key: KeyLookup) -> str | None:
+    """A caller naming a provider's official host without a key of its own uses the gateway's key."""
+    for config in settings.providers.values():
+        if config.spec.default_base_url and urlsplit(config.spec.default_base_url).hostname == host:
+            return provider_key(config.name)
+    return None
+
+
+def _bad_url(why: str) -> GatewayError:
+    return GatewayError(400, f"x-inference-provider-url is not usable: {why}.",
+                        param="x-inference-provider-url", code="provider_url_refused")

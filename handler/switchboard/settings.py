@@ -1,0 +1,118 @@
+"""Every setting, read from the environment in one place and validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from switchboard.providers import PROVIDERS, ProviderSpec
+
+
+class SettingsError(ValueError):
+    """A setting has a value switchboard cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    spec: ProviderSpec
+    base_url: str | None
+    api_key: str | None = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def configured(self) -> bool:
+        """Usable without a per-request key: it has a base URL and, where one is needed, a key."""
+        return bool(self.base_url) and (bool(self.api_key) or not self.spec.needs_key)
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    allowed_provider_hosts: frozenset[str] = frozenset()
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 60.0
+    max_body_bytes: int = 4 * 1024 * 1024
+    anthropic_default_max_tokens: int = 4096
+    anthropic_version: str = "2023-06-01"
+    capture_traces: bool = False
+    trace_max_chars: int = 8000
+    prices_file: str | None = None
+    table_name: str | None = None
+    provider_keys_secret: str | None = None
+    gateway_keys_secret: str | None = None
+    secrets_max_age_s: int = 300
+    record_retention_days: int = 90
+    ledger_write_budget_s: float = 0.5
+    aws_endpoint_url: str | None = None
+    service_name: str = "switchboard"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        return cls(
+            api_keys=_csv(env.get("SWITCHBOARD_API_KEYS")),
+            admin_keys=_csv(env.get("SWITCHBOARD_ADMIN_KEYS")),
+            providers={name: _provider(spec, env) for name, spec in PROVIDERS.items()},
+            allowed_provider_hosts=frozenset(
+                h.lower() for h in _csv(env.get("SWITCHBOARD_ALLOWED_PROVIDER_HOSTS"))
+            ),
+            connect_timeout_s=_ms(env, "SWITCHBOARD_CONNECT_TIMEOUT_MS", 3000),
+            read_timeout_s=_ms(env, "SWITCHBOARD_READ_TIMEOUT_MS", 60000),
+            max_body_bytes=_int(env, "SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024),
+            anthropic_default_max_tokens=_int(env, "SWITCHBOARD_ANTHROPIC_MAX_TOKENS", 4096),
+            capture_traces=_bool(env, "SWITCHBOARD_CAPTURE_TRACES"),
+            trace_max_chars=_int(env, "SWITCHBOARD_TRACE_MAX_CHARS", 8000),
+            prices_file=env.get("SWITCHBOARD_PRICES") or None,
+            table_name=env.get("SWITCHBOARD_TABLE") or None,
+            provider_keys_secret=env.get("SWITCHBOARD_PROVIDER_KEYS_SECRET") or None,
+            gateway_keys_secret=env.get("SWITCHBOARD_GATEWAY_KEYS_SECRET") or None,
+            secrets_max_age_s=_int(env, "SWITCHBOARD_SECRETS_MAX_AGE", 300),
+            record_retention_days=_int(env, "SWITCHBOARD_RECORD_RETENTION_DAYS", 90),
+            ledger_write_budget_s=_ms(env, "SWITCHBOARD_LEDGER_WRITE_BUDGET_MS", 500),
+            aws_endpoint_url=env.get("SWITCHBOARD_AWS_ENDPOINT_URL") or None,
+            service_name=env.get("POWERTOOLS_SERVICE_NAME") or "switchboard",
+        )
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return self.providers.get(name)
+
+
+def _provider(spec: ProviderSpec, env: dict[str, str]) -> ProviderConfig:
+    base_url = (env.get(f"{spec.env_prefix}_BASE_URL") or spec.default_base_url or "").rstrip("/")
+    return ProviderConfig(spec=spec, base_url=base_url or None, api_key=env.get(f"{spec.env_prefix}_API_KEY") or None)
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _ms(env: dict[str, str], name: str, default_ms: int) -> float:
+    return _int(env, name, default_ms) / 1000.0
+
+
+def _bool(env: dict[str, str], name: str) -> bool:
+    return (env.get(name) or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def state_dir() -> Path:
+    """Where a local `switchboard serve` leaves the address of its embedded AWS emulation."""
+    return Path(os.environ.get("SWITCHBOARD_HOME") or Path.home() / ".switchboard")

@@ -1,0 +1,99 @@
+"""The simulator's ASGI app: plain ASGI, so its own overhead stays out of the gateway's numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+from switchboard.simulator.script import Script
+
+Send = Callable[[dict], Awaitable[None]]
+MODELS = ("echo", "tools", "slow")
+
+
+class ConnectionCut(Exception):
+    """Raised after a response started: the server then drops the connection mid-stream."""
+
+
+class SimulatorApp:
+    def __init__(self, defaults: Script | None = None) -> None:
+        self.defaults = defaults or Script()
+        self.requests: list[dict] = []  # every request body received, newest last (tests read it)
+        self.request_headers: list[dict[str, str]] = []
+
+    async def __call__(self, scope: dict, receive: Callable, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path in {"/health", "/"}:
+            await json_response(send, 200, {"status": "ok", "simulated": True})
+            return
+        if method == "GET" and path.endswith("/models"):
+            data = [{"id": m, "object": "model", "created": 0, "owned_by": "switchboard-simulator"} for m in MODELS]
+            await json_response(send, 200, {"object": "list", "data": data})
+            return
+        if method != "POST" or not (path.endswith("/chat/completions") or path.endswith("/messages")):
+            await json_response(send, 404, {"error": {"message": f"no route {method} {path}", "type": "not_found"}})
+            return
+        raw = await _read_body(receive)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            await json_response(send, 400, {"error": {"message": "body is not a JSON object",
+                                                      "type": "invalid_request_error"}})
+            return
+        self.requests.append(body)
+        self.request_headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+        script = self._script(body)
+        if script.fail_status:
+            error = {"message": f"simulated failure {script.fail_status}", "type": "simulated_error"}
+            payload = {"type": "error", "error": error} if path.endswith("/messages") else {"error": error}
+            await json_response(send, int(script.fail_status), payload)
+            return
+        if path.endswith("/messages"):
+            from switchboard.simulator import anthropic_api as api
+        else:
+            from switchboard.simulator import openai_api as api
+        await api.respond(body, script, send)
+
+    def _script(self, body: dict) -> Script:
+        script = self.defaults
+        if body.get("model") == "slow":
+            script = script.with_overrides({"first_token_ms": 800, "gap_ms": 60, "tokens": 30})
+        elif body.get("model") == "tools":
+            script = script.with_overrides({"tool_call": True})
+        return script.with_overrides(body.get("simulator"))
+
+
+async def json_response(send: Send, status: int, payload: dict) -> None:
+    data = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def start_event_stream(send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+
+
+async def _read_body(receive: Callable) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _lifespan(receive: Callable, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,65 @@
+"""Inference Catalyst headers: caller-chosen provider URL and key, task id and metadata."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import GATEWAY_KEY
+
+HELLO = [{"role": "user", "content": "hi"}]
+CALLER_KEY = "sk-caller-own-key-fake-123"
+
+
+def post(gateway, headers, stream=False):
+    return httpx.post(gateway.base_url + "/chat/completions",
+                      json={"model": "groq/llama-sim", "messages": HELLO, "stream": stream},
+                      headers={"authorization": f"Bearer {GATEWAY_KEY}", **headers})
+
+
+@pytest.mark.parametrize("url", ["evil.example.com", "https://attacker.test", "api.openai.com.evil.test"])
+def test_host_not_on_allowlist_is_refused(gateway, url):
+    response = post(gateway, {"x-inference-provider-url": url})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "provider_url_refused"
+    assert "allowlist" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("url", ["169.254.169.254", "http://169.254.169.254/latest/meta-data", "127.0.0.1:8000",
+                                 "10.0.0.5", "192.168.1.1", "[::1]", "localhost", "[::ffff:169.254.169.254]"])
+def test_internal_addresses_are_refused(gateway, url):
+    response = post(gateway, {"x-inference-provider-url": url})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "provider_url_refused"
+
+
+def test_official_host_requires_https(gateway):
+    response = post(gateway, {"x-inference-provider-url": "http://api.groq.com"})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_allowlisted_loopback_host_gets_the_callers_key(start_gateway, simulator, sim_app, stream):
+    host = f"127.0.0.1:{simulator.port}"
+    gateway = start_gateway(SWITCHBOARD_ALLOWED_PROVIDER_HOSTS=f"api.example.com, {host}")
+    response = post(gateway, {"x-inference-provider-url": f"http://{host}",
+                              "x-inference-provider-api-key": CALLER_KEY,
+                              "x-inference-task-id": "catalyst-task",
+                              "x-inference-metadata-conversation-id": "conv_9"}, stream=stream)
+    assert response.status_code == 200, response.text
+    assert CALLER_KEY not in response.text and CALLER_KEY not in str(dict(response.headers))
+    assert sim_app.request_headers[-1]["authorization"] == f"Bearer {CALLER_KEY}"
+    assert sim_app.requests[-1]["model"] == "llama-sim"  # provider prefix stripped
+    record = gateway.records[-1]
+    assert record.provider == "custom" and record.task_id == "catalyst-task"
+    assert record.metadata == {"conversation-id": "conv_9"}
+    assert CALLER_KEY not in repr(record.to_dict())
+
+
+def test_caller_key_is_used_for_configured_provider(gateway, sim_app):
+    response = httpx.post(gateway.base_url + "/chat/completions",
+                          json={"model": "openai/gpt-sim", "messages": HELLO},
+                          headers={"authorization": f"Bearer {GATEWAY_KEY}",
+                                   "x-inference-provider-api-key": CALLER_KEY})
+    assert response.status_code == 200
+    assert sim_app.request_headers[-1]["authorization"] == f"Bearer {CALLER_KEY}"

@@ -1,0 +1,403 @@
+"""The Anthropic adapter: pure request/response translation, then streams over a real loopback socket
+from the simulated Anthropic Messages API, every chunk checked against the official OpenAI SDK types."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from switchboard.providers import anthropic
+from switchboard.providers.base import UpstreamError
+from switchboard.routing import Route
+from switchboard.settings import Settings
+from switchboard.simulator import SimulatorApp
+
+SETTINGS = Settings(anthropic_default_max_tokens=321)
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}}}}}
+
+
+def _request(**fields) -> dict:
+    return anthropic.messages_request({"messages": [{"role": "user", "content": "hi"}], **fields},
+                                      "claude-sim", SETTINGS, stream=True)
+
+
+# --- request translation ---------------------------------------------------------------------------
+
+
+def test_system_and_developer_messages_become_one_system_text():
+    system, messages = anthropic.translate_messages([
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": [{"type": "text", "text": "Speak French."}]},
+        {"role": "user", "content": "Bonjour"},
+        {"role": "system", "content": "Never shout."},
+    ])
+    assert system == "Be brief.\n\nSpeak French.\n\nNever shout."
+    assert messages == [{"role": "user", "content": "Bonjour"}]
+
+
+def test_assistant_tool_calls_and_tool_results_round_trip():
+    _, messages = anthropic.translate_messages([
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+            {"id": "call_2", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{not json"}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "21C"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_3", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+        {"role": "tool", "tool_call_id": "call_3", "content": "9C"},
+    ])
+    assert messages[1] == {"role": "assistant", "content": [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}},
+    ]}
+    assert messages[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
+        {"type": "tool_result", "tool_use_id": "call_2", "content": "21C"},
+    ]}
+    assert messages[3]["content"] == [
+        {"type": "tool_use", "id": "call_3", "name": "get_weather", "input": {}}]
+    assert messages[4] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "call_3", "content": "9C"}]}
+    assert len(messages) == 5
+
+
+def test_user_parts_with_images():
+    _, messages = anthropic.translate_messages([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
+    ]}])
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    ]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}},
+    {"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}},
+    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+])
+def test_unusable_user_parts_are_a_400(part):
+    from switchboard.protocol import GatewayError
+
+    with pytest.raises(GatewayError) as caught:
+        anthropic.translate_messages([{"role": "user", "content": [part]}])
+    assert caught.value.status == 400
+
+
+def test_tools_translate_with_default_schema():
+    bare = {"type": "function", "function": {"name": "hang_up"}}
+    payload = _request(tools=[WEATHER_TOOL, bare, {"type": "custom", "custom": {"name": "x"}}])
+    assert payload["tools"] == [
+        {"name": "get_weather", "description": "Weather for a city",
+         "input_schema": WEATHER_TOOL["function"]["parameters"]},
+        {"name": "hang_up", "input_schema": {"type": "object", "properties": {}}},
+    ]
+    assert "tool_choice" not in payload
+
+
+@pytest.mark.parametrize(("tool_choice", "parallel", "expected"), [
+    ("auto", None, {"type": "auto"}),
+    ("none", None, {"type": "none"}),
+    ("required", None, {"type": "any"}),
+    ({"type": "function", "function": {"name": "get_weather"}}, None,
+     {"type": "tool", "name": "get_weather"}),
+    ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
+    (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ("none", False, {"type": "none"}),
+    ("auto", True, {"type": "auto"}),
+])
+def test_every_tool_choice_form(tool_choice, parallel, expected):
+    fields = {"tools": [WEATHER_TOOL], "tool_choice": tool_choice}
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
+    assert _request(**fields)["tool_choice"] == expected
+
+
+def test_tool_choice_without_tools_is_not_sent():
+    assert "tool_choice" not in _request(tool_choice="required")
+
+
+def test_scalars_stop_and_dropped_fields():
+    payload = _request(stop="END", temperature=1.7, top_p=0.9, user="caller-42", stream_options={"a": 1}, n=2,
+                       seed=7, logprobs=True, presence_penalty=0.5, frequency_penalty=0.5,
+                       response_format={"type": "json_object"}, simulator={"tokens": 3})
+    assert payload == {"model": "claude-sim", "max_tokens": 321,
+                       "messages": [{"role": "user", "content": "hi"}],
+                       "stop_sequences": ["END"], "temperature": 1.0, "top_p": 0.9,
+                       "metadata": {"user_id": "caller-42"}, "simulator": {"tokens": 3}, "stream": True}
+    assert _request(stop=["a", "b"])["stop_sequences"] == ["a", "b"]
+    assert _request(temperature=0.3)["temperature"] == 0.3
+
+
+def test_max_tokens_default_and_overrides():
+    assert _request()["max_tokens"] == 321
+    assert _request(max_tokens=50)["max_tokens"] == 50
+    assert _request(max_completion_tokens=70)["max_tokens"] == 70
+    assert _request(max_tokens=True)["max_tokens"] == 321
+
+
+# --- stream translation without I/O ---------------------------------------------------------------
+
+
+def test_translator_skips_thinking_and_numbers_tools_from_zero():
+    translator = anthropic.StreamTranslator("fallback", created=1)
+    events = [
+        {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {
+            "input_tokens": 10, "cache_read_input_tokens": 90, "cache_creation_input_tokens": 5,
+            "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hmm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}},
+        {"type": "ping"},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Sure."}},
+        {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}},
+        {"type": "content_block_delta", "index": 2,
+         "delta": {"type": "input_json_delta", "partial_json": '{"ci'}},
+        {"type": "content_block_delta", "index": 2,
+         "delta": {"type": "input_json_delta", "partial_json": 'ty":1}'}},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 30}},
+        {"type": "message_stop"},
+    ]
+    chunks = [chunk for event in events for chunk in translator.feed(event)]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert deltas == [
+        {"role": "assistant", "content": ""},
+        {"content": "Sure."},
+        {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"ci'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": 'ty":1}'}}]},
+        {},
+    ]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 105, "completion_tokens": 30, "total_tokens": 135,
+                                   "prompt_tokens_details": {"cached_tokens": 90, "cache_creation_tokens": 5}}
+    assert {c["id"] for c in chunks} == {"chatcmpl-msg_1"} and {c["model"] for c in chunks} == {"claude-x"}
+    assert translator.done
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+
+
+@pytest.mark.parametrize(("stop_reason", "finish"), [
+    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
+    ("refusal", "content_filter"), ("pause_turn", "stop"), (None, "stop"),
+])
+def test_finish_reasons(stop_reason, finish):
+    assert anthropic.finish_reason(stop_reason) == finish
+
+
+# --- over a real socket ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def simulator():
+    app = SimulatorApp()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not server.started:
+        assert time.monotonic() < deadline, "simulator did not start"
+        time.sleep(0.01)
+    yield app, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(5)
+    sock.close()
+
+
+def _route(base_url: str) -> Route:
+    return Route(provider="anthropic", adapter="anthropic", model="claude-sim", base_url=base_url,
+                 api_key="sk-ant-test-fake", requested_model="anthropic/claude-sim")
+
+
+def _stream(base_url: str, body: dict) -> list[dict]:
+    """Every chunk the adapter yields, checked against the OpenAI SDK's type and its own bytes."""
+    async def run() -> list[dict]:
+        chunks = []
+        async with httpx.AsyncClient(timeout=5) as client:
+            async for raw, chunk in anthropic.stream(client, _route(base_url), body, SETTINGS):
+                assert json.loads(raw) == chunk
+                ChatCompletionChunk.model_validate(chunk)
+                chunks.append(chunk)
+        return chunks
+
+    return asyncio.run(run())
+
+
+def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], UpstreamError]:
+    chunks: list[dict] = []
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            async for _raw, chunk in anthropic.stream(client, _route(base_url), body, SETTINGS):
+                chunks.append(chunk)
+
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(run())
+    return chunks, caught.value
+
+
+def _complete(base_url: str, body: dict) -> dict:
+    async def run() -> dict:
+        async with httpx.AsyncClient(timeout=5) as client:
+            return await anthropic.complete(client, _route(base_url), body, SETTINGS)
+
+    return asyncio.run(run())
+
+
+def _body(**fields) -> dict:
+    return {"model": "anthropic/claude-sim", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+            **fields}
+
+
+def test_text_stream_over_socket(simulator):
+    app, base_url = simulator
+    chunks = _stream(base_url, _body(simulator={"tokens": 6, "prompt_tokens": 40, "cached_tokens": 30}))
+
+    sent = app.requests[-1]
+    headers = app.request_headers[-1]
+    assert headers["x-api-key"] == "sk-ant-test-fake" and headers["anthropic-version"] == "2023-06-01"
+    assert sent["model"] == "claude-sim" and sent["max_tokens"] == 321 and sent["system"] == "Be brief."
+    assert "stream_options" not in sent
+
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text.startswith("(simulated)") and len(text.split()) == 6
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46,
+                                   "prompt_tokens_details": {"cached_tokens": 30, "cache_creation_tokens": 0}}
+    assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-msg_")
+    assert {c["model"] for c in chunks} == {"claude-sim"}
+
+
+def test_tool_call_stream_over_socket(simulator):
+    _, base_url = simulator
+    chunks = _stream(base_url, _body(tools=[WEATHER_TOOL], simulator={"tool_call": True}))
+
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    calls = [call for delta in deltas for call in delta.get("tool_calls") or []]
+    assert calls[0]["id"].startswith("toolu_") and calls[0]["function"]["name"] == "get_weather"
+    assert {call["index"] for call in calls} == {0}
+    arguments = "".join(call["function"]["arguments"] for call in calls)
+    assert json.loads(arguments) == {"city": "simulated", "unit": "c"}
+    assert len(calls) > 2  # the arguments really arrived in fragments
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_max_tokens_stop_maps_to_length(simulator):
+    _, base_url = simulator
+    chunks = _stream(base_url, _body(max_tokens=3, simulator={"tokens": 10}))
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_upstream_4xx_raises_before_first_chunk(simulator):
+    _, base_url = simulator
+    chunks, error = _stream_until_error(base_url, _body(simulator={"fail_status": 429}))
+    assert chunks == []
+    assert error.status == 429 and error.upstream_status == 429 and error.kind == "http_error"
+    assert "simulated failure 429" in error.message
+
+
+@pytest.mark.parametrize("fault", [{"error_after": 3}, {"cut_after": 3}])
+def test_mid_stream_failure_raises_502(simulator, fault):
+    _, base_url = simulator
+    chunks, error = _stream_until_error(base_url, _body(simulator={"tokens": 8, **fault}))
+    assert len(chunks) == 4  # the role chunk and three words
+    assert error.status == 502 and error.kind == "stream_error"
+    if "error_after" in fault:
+        assert "Overloaded" in error.message
+
+
+def test_non_streaming_completion(simulator):
+    _, base_url = simulator
+    completion = _complete(base_url, _body(stream=False, simulator={"tokens": 5, "cached_tokens": 2}))
+    ChatCompletion.model_validate(completion)
+    choice = completion["choices"][0]
+    assert choice["message"]["content"].startswith("(simulated)") and choice["finish_reason"] == "stop"
+    assert completion["id"].startswith("chatcmpl-msg_") and completion["model"] == "claude-sim"
+    usage = completion["usage"]
+    assert usage["completion_tokens"] == 5 and usage["prompt_tokens_details"]["cached_tokens"] == 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 5
+
+
+def test_non_streaming_tool_call(simulator):
+    _, base_url = simulator
+    completion = _complete(base_url, _body(stream=False, tools=[WEATHER_TOOL], simulator={"tool_call": True}))
+    ChatCompletion.model_validate(completion)
+    message = completion["choices"][0]["message"]
+    assert message["content"] is None and completion["choices"][0]["finish_reason"] == "tool_calls"
+    call = message["tool_calls"][0]
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "simulated", "unit": "c"}
+
+
+def test_non_streaming_4xx(simulator):
+    _, base_url = simulator
+    with pytest.raises(UpstreamError) as caught:
+        _complete(base_url, _body(stream=False, simulator={"fail_status": 400}))
+    assert caught.value.status == 400
+
+
+def test_simulator_rejects_missing_max_tokens(simulator):
+    _, base_url = simulator
+    response = httpx.post(f"{base_url}/v1/messages", json={"model": "claude-sim", "messages": []}, timeout=5)
+    assert response.status_code == 400
+    assert response.json() == {"type": "error", "error": {"type": "invalid_request_error",
+                                                          "message": "max_tokens: Field required"}}
+
+
+def test_translator_survives_malformed_events():
+    translator = anthropic.StreamTranslator("claude-sim", created=1)
+    for event in ({"type": "message_start", "message": "oops"}, {"type": "content_block_start", "index": [1]},
+                  {"type": "content_block_delta", "delta": None}, {"type": "message_delta", "usage": [3]},
+                  {"type": "no_such_event"}):
+        for chunk in translator.feed(event):
+            ChatCompletionChunk.model_validate(chunk)
+    assert translator.feed({"type": "message_stop"})[0]["usage"]["total_tokens"] == 0
+
+
+def test_stream_that_ends_before_message_stop_is_a_502():
+    events = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_x","model":"m",'
+              b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n')
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        200, headers={"content-type": "text/event-stream"}, content=events))
+    chunks: list[dict] = []
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            route = _route("http://upstream.test")
+            async for _raw, chunk in anthropic.stream(client, route, _body(), SETTINGS):
+                chunks.append(chunk)
+
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(run())
+    assert len(chunks) == 1 and caught.value.status == 502 and caught.value.kind == "stream_error"

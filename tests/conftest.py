@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import traceback
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +20,68 @@ GATEWAY_KEY = "sb-test-gateway-key-fake"
 ADMIN_KEY = "sb-test-admin-key-fake"
 OPENAI_KEY = "sk-test-openai-key-fake"
 ANTHROPIC_KEY = "sk-ant-test-anthropic-key-fake"
+
+
+class LogCapture(logging.Handler):
+    """Every log record of the run, formatted with all its extra fields, for the secrets scan."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "_captured", False):  # seen by both the service logger and the root logger
+            return
+        record._captured = True
+        fields = {k: v for k, v in record.__dict__.items() if k not in ("args", "exc_info")}
+        text = record.getMessage() + " " + repr(fields)
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        self.lines.append(text)
+
+    def records_with(self, message: str) -> list[logging.LogRecord]:
+        return [line for line in self.lines if message in line]
+
+
+LOGS = LogCapture()
+ALL_RECORDS: list[CallRecord] = []  # every call record any gateway in the run produced
+PLANTED_SECRETS = (GATEWAY_KEY, ADMIN_KEY, OPENAI_KEY, ANTHROPIC_KEY)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scan_run_for_secrets():
+    """After the whole run: no planted key in any log line or call record (a failure here fails the run)."""
+    from switchboard.observability import logger
+
+    targets = [logging.getLogger(), logging.getLogger(logger.name)]
+    for target in targets:
+        target.addHandler(LOGS)
+    yield
+    for target in targets:
+        target.removeHandler(LOGS)
+    if ALL_RECORDS:  # a gateway ran, and every call logs at least its record
+        assert LOGS.lines, "the scan saw no log lines: the capture is broken"
+    leaks = find_leaks(LOGS.lines + [repr(r.to_dict()) for r in ALL_RECORDS], PLANTED_SECRETS + tuple(EXTRA_SECRETS))
+    assert not leaks, f"keys leaked into logs or records: {leaks[:5]}"
+
+
+def find_leaks(texts: list[str], planted: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(key prefix, where) for every planted key found in any text."""
+    return [(key[:12], text[:200]) for text in texts for key in planted if key in text]
+
+
+EXTRA_SECRETS: list[str] = []  # tests that create keys at run time add them here
+
+
+@pytest.fixture(scope="session")
+def local_aws():
+    """One embedded AWS emulation (moto server) for the run; tests keep apart by table or task names."""
+    from switchboard.local_stack import LocalStack
+
+    stack = LocalStack()
+    info = stack.start(write_state=False)
+    yield info
+    stack.server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +143,7 @@ def start_gateway(simulator: BackgroundServer, sim_app: SimulatorApp):
     def start(**overrides: str) -> RunningGateway:
         records: list[CallRecord] = []
         settings = Settings.from_env(gateway_env(simulator, **overrides))
-        app = create_app(settings, build_gateway(settings, observers=[records.append]))
+        app = create_app(settings, build_gateway(settings, observers=[records.append, ALL_RECORDS.append]))
         server = BackgroundServer(app).start()
         started.append(server)
         return RunningGateway(server, records)
@@ -92,3 +156,9 @@ def start_gateway(simulator: BackgroundServer, sim_app: SimulatorApp):
 @pytest.fixture
 def gateway(start_gateway) -> RunningGateway:
     return start_gateway()
+
+
+@pytest.fixture
+def ledger_env(local_aws) -> dict[str, str]:
+    """Settings for a gateway that records into the embedded table and reads the embedded secrets."""
+    return {**local_aws.env(), "SWITCHBOARD_SECRETS_MAX_AGE": "1"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -17,12 +18,13 @@ from switchboard.settings import Settings
 
 def create_app(settings: Settings | None = None, gateway: Gateway | None = None) -> FastAPI:
     """Build the app. Without a gateway, one is built from the environment at start-up."""
-    from switchboard.runtime import build_gateway
+    from switchboard.runtime import build_gateway, warm_in_background
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if getattr(app.state, "gateway", None) is None:
             app.state.gateway = build_gateway(settings or Settings.from_env())
+        warm_in_background(app.state.gateway)
         yield
         await app.state.gateway.aclose()
 
@@ -48,8 +50,47 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
             for model, owner in gateway.models()
         ]}
 
+    @app.get("/v1/calls")
+    async def calls(request: Request, task_id: str | None = None, conversation_id: str | None = None,
+                    since: str | None = None, until: str | None = None, limit: int = 50) -> dict:
+        gateway = _gateway(request)
+        await gateway.authenticate_admin(request)
+        store = gateway.require_store()
+        if not 1 <= limit <= 1000:
+            raise GatewayError(400, "limit must be between 1 and 1000.", param="limit", code="invalid_parameter")
+        found = await asyncio.to_thread(store.calls, task_id=task_id, conversation_id=conversation_id,
+                                        since=_time(since, "since"), until=_time(until, "until"), limit=limit)
+        return {"object": "list", "data": [public_record(item) for item in found]}
+
+    @app.get("/v1/usage")
+    async def usage(request: Request, task_id: str | None = None, since: str | None = None,
+                    until: str | None = None) -> dict:
+        from switchboard.ledger.usage import report
+
+        gateway = _gateway(request)
+        await gateway.authenticate_admin(request)
+        store = gateway.require_store()
+        rollups = await asyncio.to_thread(store.rollups, task_id, _time(since, "since"), _time(until, "until"))
+        return {"object": "usage", "task_id": task_id, "since": since, "until": until,
+                "granularity": "day (UTC)", **report(rollups)}
+
     _install_error_handlers(app)
     return app
+
+
+def _time(value: str | None, name: str) -> float | None:
+    from switchboard.ledger.store import to_epoch
+
+    try:
+        return to_epoch(value)
+    except ValueError:
+        raise GatewayError(400, f"{name} must be an ISO-8601 time such as 2026-11-22T10:00:00Z.", param=name,
+                           code="invalid_parameter") from None
+
+
+def public_record(item: dict) -> dict:
+    """A stored call as the admin API shows it: the record's fields, without the table's keys."""
+    return {k: v for k, v in item.items() if k not in {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"}}
 
 
 def _gateway(request: Request) -> Gateway:

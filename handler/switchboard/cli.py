@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--simulator", dest="simulator", action="store_true", default=None,
                        help="also start the simulated upstream (default: only when no provider key is set)")
     serve.add_argument("--no-simulator", dest="simulator", action="store_false")
+    serve.add_argument("--aws", action="store_true",
+                       help="use real AWS (SWITCHBOARD_TABLE and the secrets' names from the environment) "
+                            "instead of the embedded local emulation")
 
     sim = commands.add_parser("simulator", help="serve only the simulated upstream provider")
     sim.add_argument("--host", default="127.0.0.1")
@@ -43,6 +46,14 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
+    local_stack = None
+    if not args.aws and not settings.table_name:
+        local_stack = _start_local_stack()
+        settings = Settings.from_env()
+    elif args.aws and not settings.table_name:
+        print("switchboard: --aws needs SWITCHBOARD_TABLE, SWITCHBOARD_PROVIDER_KEYS_SECRET and "
+              "SWITCHBOARD_GATEWAY_KEYS_SECRET (the stack's outputs)", file=sys.stderr)
+        return 2
     wants_simulator = args.simulator
     if wants_simulator is None:
         wants_simulator = not any(c.api_key for c in settings.providers.values()) and not os.environ.get(
@@ -63,9 +74,27 @@ def _serve(args: argparse.Namespace) -> int:
 
     from switchboard.app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning",
-                timeout_graceful_shutdown=5)
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning",
+                    timeout_graceful_shutdown=5)
+    finally:
+        if local_stack is not None:
+            local_stack.stop()
     return 0
+
+
+def _start_local_stack():
+    """The embedded AWS emulation, its names exported so Settings and the CLI find it."""
+    from switchboard.local_stack import LocalStack
+
+    stack = LocalStack()
+    info = stack.start()
+    os.environ.update(info.env())
+    # Locally a created or revoked key should take effect in seconds, not minutes.
+    os.environ.setdefault("SWITCHBOARD_SECRETS_MAX_AGE", "5")
+    print(f"switchboard: embedded AWS emulation (moto) on {info.endpoint}: table {info.table}, "
+          "secrets for provider and gateway keys; nothing is kept after exit", file=sys.stderr)
+    return stack
 
 
 def _simulator(args: argparse.Namespace) -> int:

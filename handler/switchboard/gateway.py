@@ -14,11 +14,13 @@ from starlette.responses import Response
 
 from switchboard.auth import Identity, KeyStore
 from switchboard.ledger.record import CallClock, CallRecord
+from switchboard.ledger.store import CallStore
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
 from switchboard.relay import Recorder, Relay
-from switchboard.request import chat_request, parse_json
+from switchboard.request import chat_request, metadata_from_headers, parse_json
 from switchboard.routing import resolve
+from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
 ProviderKeys = Callable[[str], "str | None"]
@@ -34,8 +36,11 @@ def upstream_client(settings: Settings) -> httpx.AsyncClient:
 
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None, store: CallStore | None = None,
+                 secrets: Secrets | None = None) -> None:
         self.settings = settings
+        self.store = store
+        self.secrets = secrets
         self.keys = keys
         self.provider_keys = provider_keys
         self.recorder = recorder
@@ -62,6 +67,17 @@ class Gateway:
     def authenticate(self, request: Request, *, admin: bool = False) -> Identity:
         return self.keys.authenticate(request.headers.get("authorization"), admin=admin)
 
+    async def authenticate_admin(self, request: Request) -> Identity:
+        if self.secrets is not None:
+            await self.secrets.ensure_fresh()
+        return self.authenticate(request, admin=True)
+
+    def require_store(self) -> CallStore:
+        if self.store is None:
+            raise GatewayError(503, "No call ledger is configured (SWITCHBOARD_TABLE); nothing to report.",
+                               code="ledger_not_configured")
+        return self.store
+
     async def chat_completions(self, request: Request) -> Response:
         """Every outcome, refusals included, leaves exactly one call record."""
         clock = CallClock()
@@ -71,15 +87,21 @@ class Gateway:
         except UpstreamError as exc:
             record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
             await self.recorder(record, clock)
-            raise exc.to_gateway_error() from None
+            error = exc.to_gateway_error()
+            error.headers["x-request-id"] = record.request_id
+            raise error from None
         except GatewayError as exc:
             record.status, record.outcome, record.error = exc.status, exc.code or exc.type, exc.message
             await self.recorder(record, clock)
+            exc.headers["x-request-id"] = record.request_id
             raise
 
     async def _chat_completions(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         record.task_id = (headers.get("x-inference-task-id") or "default").strip()[:256] or "default"
+        record.metadata = metadata_from_headers(headers)
+        if self.secrets is not None:
+            await self.secrets.ensure_fresh()
         identity = self.authenticate(request)
         record.key_name = identity.name
         _check_content_type(headers.get("content-type"))
@@ -88,6 +110,8 @@ class Gateway:
         record.requested_model, record.stream, record.metadata = chat.model, chat.stream, dict(chat.metadata)
         if chat.extra_body:
             record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
+        if self.settings.capture_traces:
+            record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
         route = resolve(chat.model, headers, self.settings, self.provider_keys)
         record.provider, record.model = route.provider, route.model
         if chat.stream:
@@ -117,6 +141,13 @@ def _check_content_type(content_type: str | None) -> None:
     if content_type and "json" not in content_type.lower():
         raise GatewayError(415, f"Content-Type must be application/json, got '{content_type[:100]}'.",
                            code="unsupported_media_type")
+
+
+def _capped(value: object, limit: int) -> str:
+    from switchboard.protocol import dumps
+    from switchboard.relay import cap
+
+    return cap(dumps(value).decode(), limit)
 
 
 def _short(value: object) -> str:

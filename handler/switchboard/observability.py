@@ -51,3 +51,16 @@ def _make_metrics():
 
 logger: Any = _Lazy(_make_logger)
 metrics: Any = _Lazy(_make_metrics)
+
+
+def log_record(level: str, message: str, record, **extra: Any) -> None:
+    """A log line about one call, carrying its request id, task and conversation, and the full record."""
+    fields = {"request_id": record.request_id, "task_id": record.task_id,
+              "conversation_id": record.conversation_id, "call_record": record.to_dict()}
+    fields.update(extra)
+    getattr(logger, level)(message, extra=fields)
+
+
+def call_fields(record) -> dict[str, Any]:
+    """The keys every log line about a call carries."""
+    return {"request_id": record.request_id, "task_id": record.task_id, "conversation_id": record.conversation_id}

@@ -27,11 +27,12 @@ Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
 class ChunkObserver:
     """What the ledger needs from the chunks, gathered without holding any of them back."""
 
-    __slots__ = ("record", "clock")
+    __slots__ = ("record", "clock", "text")
 
     def __init__(self, record: CallRecord, clock: CallClock) -> None:
         self.record = record
         self.clock = clock
+        self.text: list[str] | None = [] if record.trace is not None else None  # only when capturing
 
     def observe(self, chunk: dict) -> bool:
         """Note what `chunk` says; True when it is the usage-only chunk (choices empty, usage set)."""
@@ -47,6 +48,8 @@ class ChunkObserver:
             tool_calls = delta.get("tool_calls")
             if self.clock.first_token is None and (delta.get("content") or tool_calls):
                 self.clock.first_token = CallClock.now()
+            if self.text is not None and delta.get("content"):
+                self.text.append(delta["content"])
             if tool_calls:
                 for call in tool_calls:
                     name = (call.get("function") or {}).get("name")
@@ -56,6 +59,15 @@ class ChunkObserver:
         if finish:
             self.record.outcome = finish
         return False
+
+
+    def finish_trace(self, limit: int) -> None:
+        if self.text is not None and self.record.trace is not None:
+            self.record.trace["response"] = cap("".join(self.text), limit)
+
+
+def cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "...[truncated]"
 
 
 def apply_usage(record: CallRecord, usage: dict) -> None:
@@ -87,7 +99,8 @@ class Relay:
             await chunks.aclose()
             raise
         clock.upstream_first = CallClock.now()
-        return EventStreamResponse(self._events(record, clock, chat, chunks, first))
+        return EventStreamResponse(self._events(record, clock, chat, chunks, first),
+                                   headers={"x-request-id": record.request_id})
 
     async def _events(self, record: CallRecord, clock: CallClock, chat: ChatRequest,
                       chunks: AsyncIterator[Chunk], first: Chunk | None) -> AsyncIterator[bytes]:
@@ -105,17 +118,20 @@ class Relay:
                 yield sse_data(payload)
         except UpstreamError as exc:
             record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
+            observer.finish_trace(self.settings.trace_max_chars)
             await self._record(record, clock)
             yield sse_data(dumps(error_body(exc.message, "upstream_error", code=exc.kind)))
             return
         except BaseException:  # cancelled (client gone) or closed by the server
             record.status, record.outcome = 499, DISCONNECTED
+            observer.finish_trace(self.settings.trace_max_chars)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
                 await self._record(record, clock)
             raise
         if record.outcome == "pending":
             record.outcome = "stop"
+        observer.finish_trace(self.settings.trace_max_chars)
         await self._record(record, clock)
         yield SSE_DONE
 
@@ -129,13 +145,16 @@ class Relay:
         choices = completion.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             message = choices[0].get("message") or {}
+            if record.trace is not None:
+                record.trace["response"] = cap(str(message.get("content") or ""), self.settings.trace_max_chars)
             for call in message.get("tool_calls") or ():
                 name = (call.get("function") or {}).get("name") if isinstance(call, dict) else None
                 if name:
                     record.tool_calls.append(name)
             record.outcome = choices[0].get("finish_reason") or "stop"
         await self._record(record, clock)
-        return Response(dumps(completion), media_type="application/json")
+        return Response(dumps(completion), media_type="application/json",
+                        headers={"x-request-id": record.request_id})
 
     async def _record(self, record: CallRecord, clock: CallClock) -> None:
         await self.recorder(record, clock)
@@ -148,14 +167,16 @@ class EventStreamResponse(Response):
     call that hangs up during a slow first token must cancel the upstream at once.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], status_code: int = 200) -> None:
+    def __init__(self, body: AsyncIterator[bytes], status_code: int = 200,
+                 headers: dict[str, str] | None = None) -> None:
         self.chunks = body
         self.status_code = status_code
         self.background = None
+        self.extra_headers = headers or {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        headers += [(k.encode(), v.encode()) for k, v in SSE_HEADERS.items()]
+        headers += [(k.encode(), v.encode()) for k, v in (SSE_HEADERS | self.extra_headers).items()]
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         try:
             async with anyio.create_task_group() as group:

@@ -1,33 +1,62 @@
-"""Wiring: turn Settings into a ready Gateway (keys, provider keys, recorder)."""
+"""Wiring: turn Settings into a ready Gateway (keys, secrets, store, recorder)."""
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterable
 
 from switchboard.auth import KeyStore, env_keys
 from switchboard.gateway import Gateway
-from switchboard.ledger.record import CallClock, CallRecord
+from switchboard.ledger.pricing import catalog
+from switchboard.ledger.record import CallRecord
+from switchboard.ledger.recorder import Recorder
+from switchboard.ledger.store import CallStore
+from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
 
 def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord], None]] = ()) -> Gateway:
     """`observers` see every finished record (tests use it; so could an exporter)."""
-    keys = KeyStore(env_keys(settings.api_keys, settings.admin_keys))
+    from switchboard import aws
 
-    def provider_key(name: str) -> str | None:
-        config = settings.provider(name)
-        return config.api_key if config else None
+    secrets = Secrets.from_settings(settings)
+    keys = KeyStore(env_keys(settings.api_keys, settings.admin_keys), stored=secrets.stored_gateway_keys)
+    store = None
+    if settings.table_name:
+        store = CallStore(lambda: aws.client("dynamodb", settings), settings.table_name,
+                          settings.record_retention_days)
+    recorder = Recorder(store, catalog(settings.prices_file), write_budget_s=settings.ledger_write_budget_s,
+                        emit_metrics=metrics_enabled(), observers=observers)
+    return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets)
 
-    async def recorder(record: CallRecord, clock: CallClock) -> None:
-        finalize(record, clock)
-        for observe in observers:
-            observe(record)
 
-    return Gateway(settings, keys, provider_key, recorder)
+def metrics_enabled() -> bool:
+    """EMF metrics go to stdout, where CloudWatch picks them up on Lambda; elsewhere only when asked."""
+    explicit = os.environ.get("SWITCHBOARD_METRICS")
+    if explicit is not None:
+        return explicit.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
-def finalize(record: CallRecord, clock: CallClock) -> None:
-    """Fill in the timing fields from the clock; called once, just before the record is stored."""
-    record.ttft_ms = clock.ms_since_start(clock.first_token)
-    record.total_ms = clock.ms_since_start(CallClock.now())
-    record.overhead_ms = clock.overhead_ms()
+def warm_in_background(gateway: Gateway) -> threading.Thread:
+    """After start-up, off the request path: AWS clients, both secrets, the logger."""
+
+    def warm() -> None:
+        from switchboard import aws
+        from switchboard.observability import logger
+
+        try:
+            logger.warm()
+            if gateway.settings.table_name or gateway.secrets.provider_secret or gateway.secrets.gateway_secret:
+                aws.client("dynamodb", gateway.settings)
+                aws.client("secretsmanager", gateway.settings)
+            gateway.secrets.warm()
+            if gateway.store is not None:
+                gateway.store.warm()
+        except Exception as exc:  # the request path fetches again and reports properly
+            logger.warning("background warm-up failed", extra={"error_type": type(exc).__name__})
+
+    thread = threading.Thread(target=warm, name="warm-up", daemon=True)
+    thread.start()
+    return thread

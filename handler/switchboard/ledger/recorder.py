@@ -1,0 +1,77 @@
+"""The recorder the relay calls once per request, before the final `[DONE]`.
+
+It finishes the record (timings, cost), emits the call's metrics, and writes it to DynamoDB within a
+short budget. If the write fails or runs over, the whole record goes to the structured log instead,
+so nothing is lost, and the response carries on either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from switchboard.ledger.pricing import PriceCatalog
+from switchboard.ledger.record import CallClock, CallRecord
+from switchboard.ledger.store import CallStore
+from switchboard.observability import log_record, logger, metrics
+
+FALLBACK_MESSAGE = "call record not stored; logged in full instead"
+
+
+class Recorder:
+    def __init__(self, store: CallStore | None, prices: PriceCatalog, *, write_budget_s: float = 0.5,
+                 emit_metrics: bool = False, observers: Iterable[Callable[[CallRecord], None]] = ()) -> None:
+        self.store = store
+        self.prices = prices
+        self.write_budget_s = write_budget_s
+        self.emit_metrics = emit_metrics
+        self.observers = list(observers)
+
+    async def __call__(self, record: CallRecord, clock: CallClock) -> None:
+        finish(record, clock, self.prices)
+        for observe in self.observers:
+            observe(record)
+        if self.emit_metrics:
+            emit_metrics(record)
+        if self.store is None:
+            log_record("info", "call record", record)
+            return
+        try:
+            await asyncio.wait_for(self.store.put_async(record), self.write_budget_s)
+        except Exception as exc:  # includes the budget running out
+            log_record("error", FALLBACK_MESSAGE, record, reason=type(exc).__name__)
+
+
+def finish(record: CallRecord, clock: CallClock, prices: PriceCatalog) -> None:
+    """Timings from the clock, then the price; called once, just before the record is stored."""
+    record.ttft_ms = clock.ms_since_start(clock.first_token)
+    record.total_ms = clock.ms_since_start(CallClock.now())
+    record.overhead_ms = clock.overhead_ms()
+    record.cost_usd = prices.cost(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
+                                  record.cached_tokens)
+    record.priced = prices.price(record.provider, record.model) is not None
+
+
+def emit_metrics(record: CallRecord) -> None:
+    """One EMF blob per call, flushed at once: under the web adapter no handler decorator flushes it."""
+    try:
+        add_dimensions = getattr(metrics, "add_dimensions", None)
+        if add_dimensions is not None and record.provider:
+            add_dimensions(provider=record.provider, model=record.model or "none")
+        metrics.add_metric(name="Calls", unit="Count", value=1)
+        metrics.add_metric(name="Errors", unit="Count", value=int(record.is_error))
+        if record.ttft_ms is not None:
+            metrics.add_metric(name="TTFT", unit="Milliseconds", value=record.ttft_ms)
+        if record.total_ms is not None:
+            metrics.add_metric(name="Latency", unit="Milliseconds", value=record.total_ms)
+        if record.overhead_ms is not None:
+            metrics.add_metric(name="GatewayOverhead", unit="Milliseconds", value=record.overhead_ms)
+        for name, value in (("PromptTokens", record.prompt_tokens), ("CompletionTokens", record.completion_tokens)):
+            if value is not None:
+                metrics.add_metric(name=name, unit="Count", value=value)
+        if record.cost_usd is not None:
+            metrics.add_metric(name="CostUSD", unit="None", value=record.cost_usd)
+        metrics.flush_metrics(raise_on_empty_metrics=False)
+    except Exception as exc:  # metrics must never break a call
+        logger.warning("metrics not emitted", extra={"error_type": type(exc).__name__,
+                                                     "request_id": record.request_id})

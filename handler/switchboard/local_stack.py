@@ -1,0 +1,96 @@
+"""The embedded AWS emulation `switchboard serve` starts when no AWS is configured.
+
+moto in server mode, in-process, holding the call table and both secrets, so `make run` records and
+reports calls on a machine with no AWS account through exactly the boto3 code used on AWS. Its address
+is left in `$SWITCHBOARD_HOME/local-stack.json` (default `~/.switchboard/`) for the CLI to find.
+Nothing is kept across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from switchboard.settings import state_dir
+
+TABLE = "switchboard-local-calls"
+PROVIDER_KEYS_SECRET = "switchboard/local/provider-keys"
+GATEWAY_KEYS_SECRET = "switchboard/local/gateway-keys"
+STATE_FILE = "local-stack.json"
+
+
+@dataclass(frozen=True)
+class LocalStackInfo:
+    endpoint: str
+    table: str
+    provider_keys_secret: str
+    gateway_keys_secret: str
+    pid: int
+
+    def env(self) -> dict[str, str]:
+        return {"SWITCHBOARD_AWS_ENDPOINT_URL": self.endpoint, "SWITCHBOARD_TABLE": self.table,
+                "SWITCHBOARD_PROVIDER_KEYS_SECRET": self.provider_keys_secret,
+                "SWITCHBOARD_GATEWAY_KEYS_SECRET": self.gateway_keys_secret}
+
+
+class LocalStack:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.info: LocalStackInfo | None = None
+
+    def start(self, write_state: bool = True) -> LocalStackInfo:
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.info = LocalStackInfo(f"http://{host}:{port}", TABLE, PROVIDER_KEYS_SECRET, GATEWAY_KEYS_SECRET,
+                                   os.getpid())
+        provision(self.info)
+        if write_state:
+            path = state_dir() / STATE_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(asdict(self.info)))
+        return self.info
+
+    def stop(self) -> None:
+        self.server.stop()
+        path = state_dir() / STATE_FILE
+        if self.info and read_state() == self.info:
+            path.unlink(missing_ok=True)
+
+
+def provision(info: LocalStackInfo) -> None:
+    """The table and both secrets, as the SAM stack creates them (secrets start with an empty JSON)."""
+    import boto3
+
+    from switchboard.ledger.schema import create_table
+
+    options = {"endpoint_url": info.endpoint, "region_name": "us-east-1", "aws_access_key_id": "local",
+               "aws_secret_access_key": "local"}
+    create_table(boto3.client("dynamodb", **options), info.table)
+    secretsmanager = boto3.client("secretsmanager", **options)
+    for name, initial in ((info.provider_keys_secret, {}), (info.gateway_keys_secret, {"keys": []})):
+        try:
+            secretsmanager.create_secret(Name=name, SecretString=json.dumps(initial))
+        except secretsmanager.exceptions.ResourceExistsException:
+            pass
+
+
+def read_state(path: Path | None = None) -> LocalStackInfo | None:
+    """The running local stack, if its server process is still alive."""
+    path = path or state_dir() / STATE_FILE
+    try:
+        info = LocalStackInfo(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return info

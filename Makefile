@@ -11,11 +11,18 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check --quiet
 SWITCHBOARD_API_KEYS ?= sb-local-dev
 SWITCHBOARD_ADMIN_KEYS ?= sb-local-admin
 
-.PHONY: run test lint unit bench clean help
+SAM_VENV ?= .venv-sam
+SAM    := $(SAM_VENV)/bin/sam
+# SAM and cfn-lint run offline; they still want a region and no telemetry.
+SAM_ENV := AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} SAM_CLI_TELEMETRY=0
+
+.PHONY: run test lint validate build deploy bench clean help
 
 help:
 	@echo "make run    serve the gateway on http://127.0.0.1:$(PORT)/v1 (PORT overrides)"
 	@echo "make test   lint and run every test"
+	@echo "make build  sam build (function and dependency layer)"
+	@echo "make deploy sam deploy (CONFIG_ENV=prod for the prod environment in samconfig.toml)"
 	@echo "make bench  measure the gateway's overhead"
 
 $(BIN)/python:
@@ -29,15 +36,30 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]'
 	@touch $@
 
+# aws-sam-cli pins its own versions of boto3 and friends, so it gets a virtualenv of its own.
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip --disable-pip-version-check --quiet install 'aws-sam-cli>=1.130'
+
 run: $(VENV)/.run-deps
 	SWITCHBOARD_API_KEYS='$(SWITCHBOARD_API_KEYS)' SWITCHBOARD_ADMIN_KEYS='$(SWITCHBOARD_ADMIN_KEYS)' \
 		$(BIN)/switchboard serve --port $(PORT)
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check handler tests
+	$(BIN)/ruff check handler tests bench
 
-test: lint
-	$(BIN)/python -m pytest
+validate: $(VENV)/.test-deps $(SAM)
+	$(SAM_ENV) $(BIN)/cfn-lint template.yaml
+	$(SAM_ENV) $(SAM) validate --lint --template template.yaml
+
+test: lint validate
+	SWITCHBOARD_SAM=$(SAM) $(BIN)/python -m pytest
+
+build: $(SAM)
+	$(SAM_ENV) $(SAM) build
+
+deploy: build
+	$(SAM_ENV) $(SAM) deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam

@@ -28,7 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--tokens", type=int, default=24)
     sim.add_argument("--gap-ms", type=float, default=25.0)
 
+    from switchboard import admin_cli
+
+    admin_cli.register(commands)
+
     args = parser.parse_args(argv)
+    if hasattr(args, "handler"):
+        return args.handler(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "simulator":

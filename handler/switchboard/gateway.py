@@ -95,6 +95,14 @@ class Gateway:
             await self.recorder(record, clock)
             exc.headers["x-request-id"] = record.request_id
             raise
+        except Exception as exc:  # a bug: still one record, and a clean 500 body
+            from switchboard.observability import call_fields, logger
+
+            logger.exception("unexpected error in a chat request", extra=call_fields(record))
+            record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
+            await self.recorder(record, clock)
+            raise GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
+                               code="internal_error", headers={"x-request-id": record.request_id}) from None
 
     async def _chat_completions(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}

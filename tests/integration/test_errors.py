@@ -149,3 +149,17 @@ def test_body_over_limit_is_413(start_gateway):
     gateway = start_gateway(SWITCHBOARD_MAX_BODY_BYTES="1000")
     response = post(gateway, {"model": "simulator/echo", "messages": [{"role": "user", "content": "x" * 2000}]})
     assert_error(response, 413, code="request_too_large")
+
+
+def test_unexpected_bug_still_gives_an_openai_500_and_one_record(gateway, monkeypatch):
+    import switchboard.gateway
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(switchboard.gateway, "resolve", broken)
+    response = post(gateway, {"model": "openai/gpt-sim", "messages": HELLO})
+    assert_error(response, 500, code="internal_error")
+    assert "boom" not in response.text
+    [record] = gateway.records
+    assert record.status == 500 and record.outcome == "internal_error"

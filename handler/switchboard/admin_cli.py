@@ -1,0 +1,435 @@
+"""The operator's subcommands of `switchboard`: gateway keys, provider keys, usage and calls.
+
+They act on the local embedded stack that `switchboard serve` leaves in `$SWITCHBOARD_HOME`, or, with
+`--aws`, on a deployed stack, through the same Secrets Manager and DynamoDB code either way. No key
+is ever taken from the command line or printed, except a new gateway key, once, on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+NO_LOCAL_STACK = ("No local switchboard is running. Start one with `make run` (or `switchboard serve`), "
+                  "or use --aws for a deployed stack.")
+LOCAL_CREDENTIALS = {"region_name": "us-east-1", "aws_access_key_id": "local", "aws_secret_access_key": "local"}
+# Each name the commands need: the environment variable that sets it, and the stack output that has it.
+RESOURCES = {
+    "table": ("SWITCHBOARD_TABLE", "CallsTableName"),
+    "provider_keys_secret": ("SWITCHBOARD_PROVIDER_KEYS_SECRET", "ProviderKeysSecretArn"),
+    "gateway_keys_secret": ("SWITCHBOARD_GATEWAY_KEYS_SECRET", "GatewayKeysSecretArn"),
+}
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,63}$")
+CACHE_HINT = "a running gateway sees the change once its secrets cache expires (SWITCHBOARD_SECRETS_MAX_AGE)"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class AdminError(Exception):
+    """A failure the operator can act on: its message is printed as it stands, with this exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- target: which table and secrets, and how to reach them -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str  # for messages: where a change went
+    table: str
+    provider_keys_secret: str
+    gateway_keys_secret: str
+    session: Any = field(repr=False)  # boto3 Session
+    client_options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def client(self, service: str) -> Any:
+        from botocore.config import Config
+
+        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+        return self.session.client(service, config=config, **self.client_options)
+
+    def secrets(self) -> Any:
+        from switchboard.secrets import SecretsAdmin
+
+        return SecretsAdmin(self.client("secretsmanager"), self.provider_keys_secret, self.gateway_keys_secret)
+
+    def calls(self) -> Any:
+        from switchboard.ledger.store import CallStore
+
+        return CallStore(self.client("dynamodb"), self.table)
+
+
+def resolve_target(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Target:
+    """Deployed AWS when asked for (`--aws`, `--profile`) or configured (SWITCHBOARD_TABLE); else local."""
+    env = os.environ if env is None else env
+    if args.aws or args.profile or env.get("SWITCHBOARD_TABLE"):
+        return aws_target(args, env)
+    return local_target()
+
+
+def local_target() -> Target:
+    import boto3
+
+    from switchboard.local_stack import read_state
+
+    info = read_state()
+    if info is None:
+        raise AdminError(NO_LOCAL_STACK)
+    return Target(f"the local switchboard ({info.endpoint})", info.table, info.provider_keys_secret,
+                  info.gateway_keys_secret, boto3.session.Session(),
+                  {"endpoint_url": info.endpoint, **LOCAL_CREDENTIALS})
+
+
+def aws_target(args: argparse.Namespace, env: Mapping[str, str]) -> Target:
+    """Names from the environment, any missing ones from the stack's outputs.
+
+    SWITCHBOARD_AWS_ENDPOINT_URL, when set, is honoured as the gateway honours it (with the fixed
+    local credentials), so the gateway's own environment drives the CLI as well.
+    """
+    import boto3
+
+    session = boto3.session.Session(profile_name=args.profile, region_name=args.region)
+    endpoint = env.get("SWITCHBOARD_AWS_ENDPOINT_URL")
+    options = {"endpoint_url": endpoint, **LOCAL_CREDENTIALS} if endpoint else {}
+    names = {name: env[variable] for name, (variable, _) in RESOURCES.items() if env.get(variable)}
+    needed = [name for name in RESOURCES if name not in names]
+    if needed:
+        outputs = stack_outputs(session.client("cloudformation", **options), args.stack_name)
+        names.update(names_from_stack(outputs, needed, args.stack_name))
+    label = f"AWS ({endpoint})" if endpoint else f"AWS stack {args.stack_name}"
+    return Target(label, names["table"], names["provider_keys_secret"], names["gateway_keys_secret"], session,
+                  options)
+
+
+def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
+    stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+    outputs = stacks[0].get("Outputs", []) if stacks else []
+    return {output["OutputKey"]: output["OutputValue"] for output in outputs}
+
+
+def names_from_stack(outputs: Mapping[str, str], needed: Sequence[str], stack_name: str) -> dict[str, str]:
+    missing = [RESOURCES[name] for name in needed if not outputs.get(RESOURCES[name][1])]
+    if missing:
+        raise AdminError(f"stack {stack_name} has no output {', '.join(output for _, output in missing)}; "
+                         f"set {', '.join(variable for variable, _ in missing)} instead")
+    return {name: outputs[RESOURCES[name][1]] for name in needed}
+
+
+# -- errors: one line on stderr, never a traceback, never a secret ---------------------------------------
+
+
+def guarded(command: Handler) -> Handler:
+    """Turn every expected failure into one line on stderr and exit code 1 (AdminError: its own code)."""
+
+    @functools.wraps(command)
+    def handler(args: argparse.Namespace) -> int:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+        try:
+            return command(args)
+        except AdminError as exc:
+            return fail(str(exc), exc.exit_code)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            return fail(f"AWS refused {exc.operation_name}: {error.get('Code', 'error')}: {error.get('Message', '')}")
+        except NoCredentialsError:
+            return fail("no AWS credentials found; configure them (aws configure, AWS_PROFILE) or pass --profile")
+        except NoRegionError:
+            return fail("no AWS region set; pass --region or set AWS_REGION")
+        except json.JSONDecodeError:
+            return fail("a switchboard secret does not hold JSON; fix or delete its value")
+        except BotoCoreError as exc:
+            return fail(str(exc))
+
+    return handler
+
+
+def fail(message: str, exit_code: int = 1) -> int:
+    print(f"switchboard: {message}", file=sys.stderr)
+    return exit_code
+
+
+def note(message: str) -> None:
+    print(f"switchboard: {message}", file=sys.stderr)
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+@guarded
+def keys_create(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+    try:
+        key = target.secrets().create_key(args.name, admin=args.admin)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    print(key)
+    kind = "admin key" if args.admin else "key"
+    note(f"created {kind} '{args.name}' in {target.label}; it cannot be shown again, so store it now; {CACHE_HINT}")
+    return 0
+
+
+@guarded
+def keys_list(args: argparse.Namespace) -> int:
+    keys = resolve_target(args).secrets().list_keys()
+    if not keys:
+        note("no gateway keys stored; create one with `switchboard keys create NAME`")
+        return 0
+    rows = [[k["name"], "yes" if k["admin"] else "no", k["created_at"] or "-"] for k in keys]
+    print(table([("NAME", "<"), ("ADMIN", "<"), ("CREATED", "<")], rows))
+    return 0
+
+
+@guarded
+def keys_revoke(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+    if not target.secrets().revoke_key(args.name):
+        raise AdminError(f"no key named '{args.name}' in {target.label} (see `switchboard keys list`)")
+    note(f"revoked key '{args.name}' in {target.label}; {CACHE_HINT}")
+    return 0
+
+
+# -- providers ----------------------------------------------------------------------------------------
+
+
+@guarded
+def providers_set(args: argparse.Namespace) -> int:
+    from switchboard.providers import PROVIDERS
+
+    if args.name not in PROVIDERS:
+        raise AdminError(f"unknown provider '{args.name}'; one of: {', '.join(sorted(PROVIDERS))}", 2)
+    target = resolve_target(args)
+    key = read_provider_key(args.name)
+    if not key:
+        raise AdminError("no key given; nothing stored", 2)
+    target.secrets().set_provider_key(args.name, key)
+    note(f"stored the {args.name} key in {target.label}; {CACHE_HINT}")
+    return 0
+
+
+def read_provider_key(provider: str) -> str:
+    """From a hidden prompt on a terminal, else the first line of stdin; never from argv."""
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{provider} API key (input hidden): ").strip()
+    return sys.stdin.readline().strip()
+
+
+@guarded
+def providers_list(args: argparse.Namespace) -> int:
+    names = resolve_target(args).secrets().providers()
+    if not names:
+        note("no provider keys stored; add one with `switchboard providers set NAME` (the key on stdin)")
+    for name in names:
+        print(name)
+    return 0
+
+
+# -- usage and calls ----------------------------------------------------------------------------------
+
+USAGE_COLUMNS = [("MODEL", "<"), ("CALLS", ">"), ("ERRORS", ">"), ("PROMPT TOK", ">"), ("COMPL TOK", ">"),
+                 ("CACHED TOK", ">"), ("COST USD", ">"), ("TTFT P50 MS", ">"), ("TTFT P95 MS", ">")]
+CALL_COLUMNS = [("TIME (UTC)", "<"), ("REQUEST", "<"), ("TASK", "<"), ("MODEL", "<"), ("STATUS", "<"),
+                ("IN", ">"), ("OUT", ">"), ("COST USD", ">"), ("TTFT MS", ">"), ("TOTAL MS", ">")]
+PARTIAL_COST_NOTE = "* some calls have no price (model not in the price list): the cost covers the priced ones only"
+
+
+@guarded
+def usage(args: argparse.Namespace) -> int:
+    from switchboard.ledger.usage import report
+
+    result = report(resolve_target(args).calls().rollups(args.task_id, args.since, args.until))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result["totals"]["calls"]:
+        note("no calls recorded for this selection")
+        return 0
+    print(usage_table(result))
+    return 0
+
+
+def usage_table(result: dict[str, Any]) -> str:
+    rows = [usage_row(f"{m.get('provider')}/{m.get('model')}", m) for m in result["models"]]
+    rows.append(usage_row("TOTAL", result["totals"]))
+    text = table(USAGE_COLUMNS, rows, rule_before_last=True)
+    if any(row["cost_usd"] is not None and not row["cost_complete"] for row in result["models"] + [result["totals"]]):
+        text += "\n" + PARTIAL_COST_NOTE
+    return text
+
+
+def usage_row(label: str, row: dict[str, Any]) -> list[str]:
+    return [label, count(row["calls"]), count(row["errors"]), count(row["prompt_tokens"]),
+            count(row["completion_tokens"]), count(row["cached_tokens"]), usage_cost(row),
+            millis(row["ttft_p50_ms"]), millis(row["ttft_p95_ms"])]
+
+
+def usage_cost(row: dict[str, Any]) -> str:
+    """A number, starred when some calls were unpriced; "unpriced" when none were; "-" when none cost."""
+    if row["cost_usd"] is None:
+        return "-" if row["cost_complete"] else "unpriced"
+    return dollars(row["cost_usd"]) + ("" if row["cost_complete"] else "*")
+
+
+@guarded
+def calls(args: argparse.Namespace) -> int:
+    store = resolve_target(args).calls()
+    items = store.calls(task_id=args.task_id, conversation_id=args.conversation_id, since=args.since,
+                        until=args.until, limit=args.limit)
+    if args.json:
+        print(json.dumps([public_fields(item) for item in items], indent=2))
+        return 0
+    if not items:
+        note("no calls found (without --since, only the last 7 days are searched)")
+        return 0
+    print(table(CALL_COLUMNS, [call_row(item) for item in items]))
+    return 0
+
+
+def call_row(item: dict[str, Any]) -> list[str]:
+    model = f"{item.get('provider') or 'none'}/{item.get('model') or item.get('requested_model') or 'none'}"
+    when = str(item.get("time", "")).replace("T", " ")[:19]
+    return [when, str(item.get("request_id", "")), str(item.get("task_id", "")), model,
+            f"{item.get('status', '')} {item.get('outcome', '')}".strip(), count(item.get("prompt_tokens")),
+            count(item.get("completion_tokens")),
+            dollars(item["cost_usd"]) if item.get("cost_usd") is not None else "-",
+            millis(item.get("ttft_ms")), millis(item.get("total_ms"))]
+
+
+def public_fields(item: dict[str, Any]) -> dict[str, Any]:
+    """A call item without the table's key attributes."""
+    return {k: v for k, v in item.items() if k not in ("pk", "sk") and not k.startswith("gsi")}
+
+
+# -- formatting ---------------------------------------------------------------------------------------
+
+
+def table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]], rule_before_last: bool = False) -> str:
+    """Fixed-width columns; each column is (header, "<" or ">")."""
+    widths = [max([len(header)] + [len(row[i]) for row in rows]) for i, (header, _) in enumerate(columns)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(f"{cell:{align}{width}}" for cell, (_, align), width in zip(cells, columns, widths,
+                                                                                     strict=True)).rstrip()
+
+    lines = [line([header for header, _ in columns])] + [line(row) for row in rows]
+    if rule_before_last and rows:
+        lines.insert(len(lines) - 1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def count(value: int | float | None) -> str:
+    return "-" if value is None else f"{int(value):,}"
+
+
+def dollars(value: float) -> str:
+    return f"{value:.6f}"
+
+
+def millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+# -- arguments ----------------------------------------------------------------------------------------
+
+
+def timestamp(text: str) -> float:
+    """An argparse type: ISO-8601 or epoch seconds -> epoch seconds."""
+    from switchboard.ledger.store import to_epoch
+
+    try:
+        return to_epoch(text)  # type: ignore[return-value]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use ISO-8601 (2026-11-01, 2026-11-01T09:30Z) or epoch seconds") from None
+
+
+def key_name(text: str) -> str:
+    if not KEY_NAME.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a key name is 1-64 letters, digits and _.@:- (starting with a letter or digit)")
+    return text
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def target_options() -> argparse.ArgumentParser:
+    """The options every admin subcommand shares: where to act."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("target (default: the local switchboard `make run` started)")
+    group.add_argument("--aws", action="store_true", help="act on a deployed stack in AWS")
+    group.add_argument("--stack-name", default="switchboard", help="the deployed stack (default: switchboard)")
+    group.add_argument("--region", help="AWS region of the deployed stack")
+    group.add_argument("--profile", help="AWS profile to use (implies --aws)")
+    return options
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `keys`, `providers`, `usage` and `calls` to the `switchboard` command."""
+    common = target_options()
+    _register_keys(commands, common)
+    _register_providers(commands, common)
+    _register_usage(commands, common)
+    _register_calls(commands, common)
+
+
+def _register_keys(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    keys = commands.add_parser("keys", help="gateway keys: create, list, revoke")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", parents=[common], help="create a key and print it (only this once)")
+    create.add_argument("name", type=key_name, help="who or what the key is for, e.g. elevenlabs-prod")
+    create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
+    create.set_defaults(handler=keys_create)
+    actions.add_parser("list", parents=[common], help="list keys (names only)").set_defaults(handler=keys_list)
+    revoke = actions.add_parser("revoke", parents=[common], help="revoke a key by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=keys_revoke)
+
+
+def _register_providers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    providers = commands.add_parser("providers", help="upstream provider keys: set, list")
+    actions = providers.add_subparsers(dest="providers_command", required=True)
+    store = actions.add_parser("set", parents=[common], help="store a provider's API key, read from stdin")
+    store.add_argument("name", help="provider, e.g. openai or anthropic")
+    store.set_defaults(handler=providers_set)
+    actions.add_parser("list", parents=[common], help="providers that have a stored key").set_defaults(
+        handler=providers_list)
+
+
+def _register_usage(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("usage", parents=[common],
+                                 help="calls, tokens, cost and TTFT per model (whole UTC days)")
+    parser.add_argument("--task-id", help="only this task (default: all tasks)")
+    parser.add_argument("--since", type=timestamp, help="from this day (ISO-8601 or epoch seconds)")
+    parser.add_argument("--until", type=timestamp, help="to this day, inclusive")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=usage)
+
+
+def _register_calls(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("calls", parents=[common], help="recent calls, newest first")
+    parser.add_argument("--task-id", help="only this task")
+    parser.add_argument("--conversation-id", help="only this conversation")
+    parser.add_argument("--since", type=timestamp, help="from this time (default: the last 7 days)")
+    parser.add_argument("--until", type=timestamp, help="up to this time")
+    parser.add_argument("--limit", type=positive, default=20, help="at most this many (default 20, max 1000)")
+    parser.add_argument("--json", action="store_true", help="print the calls as JSON")
+    parser.set_defaults(handler=calls)

@@ -15,11 +15,11 @@ from starlette.responses import Response
 from switchboard.auth import Identity, KeyStore
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
+from switchboard.policy import plan
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
-from switchboard.routing import resolve
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
@@ -120,11 +120,11 @@ class Gateway:
             record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
         if self.settings.capture_traces:
             record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
-        route = resolve(chat.model, headers, self.settings, self.provider_keys)
-        record.provider, record.model = route.provider, route.model
+        call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
+        record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
         if chat.stream:
-            return await self.relay.stream(record, clock, chat, route)
-        return await self.relay.complete(record, clock, chat, route)
+            return self.relay.stream(record, clock, chat, call_plan)
+        return await self.relay.complete(record, clock, chat, call_plan)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

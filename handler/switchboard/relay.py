@@ -11,14 +11,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import httpx
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from switchboard.attempts import BUFFER, Attempts
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
-from switchboard.protocol import SSE_DONE, SSE_HEADERS, dumps, error_body, sse_data
-from switchboard.providers import adapter
-from switchboard.providers.base import Chunk, UpstreamError
+from switchboard.policy import CallPlan
+from switchboard.protocol import SSE_DONE, SSE_HEADERS, GatewayError, dumps, error_body, sse_data
+from switchboard.providers.base import UpstreamError
 from switchboard.request import ChatRequest
-from switchboard.routing import Route
 from switchboard.settings import Settings
 
 Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
@@ -27,11 +27,12 @@ Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
 class ChunkObserver:
     """What the ledger needs from the chunks, gathered without holding any of them back."""
 
-    __slots__ = ("record", "clock", "text")
+    __slots__ = ("record", "clock", "text", "deltas")
 
     def __init__(self, record: CallRecord, clock: CallClock) -> None:
         self.record = record
         self.clock = clock
+        self.deltas = 0  # content and tool-call deltas: the token estimate when no usage arrives
         self.text: list[str] | None = [] if record.trace is not None else None  # only when capturing
 
     def observe(self, chunk: dict) -> bool:
@@ -46,8 +47,10 @@ class ChunkObserver:
         delta = choice.get("delta")
         if delta:
             tool_calls = delta.get("tool_calls")
-            if self.clock.first_token is None and (delta.get("content") or tool_calls):
-                self.clock.first_token = CallClock.now()
+            if delta.get("content") or tool_calls:
+                self.deltas += 1
+                if self.clock.first_token is None:
+                    self.clock.first_token = CallClock.now()
             if self.text is not None and delta.get("content"):
                 self.text.append(delta["content"])
             if tool_calls:
@@ -87,57 +90,74 @@ class Relay:
         self.settings = settings
         self.recorder = recorder
 
-    async def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, route: Route) -> Response:
-        """Open the upstream stream; failures before its first chunk raise UpstreamError (not yet sent)."""
-        chunks = adapter(route.adapter).stream(self.client, route, chat.body, self.settings)
-        clock.upstream_sent = CallClock.now()
-        try:
-            first: Chunk | None = await chunks.__anext__()
-        except StopAsyncIteration:
-            first = None
-        except BaseException:
-            await chunks.aclose()
-            raise
-        clock.upstream_first = CallClock.now()
-        return EventStreamResponse(self._events(record, clock, chat, chunks, first),
+    def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
+               admission: Awaitable[None] | None = None) -> Response:
+        """The streamed response. Its status is decided by the first thing the call produces: an error
+        before any byte (the upstream's 4xx, 502, 504, a refused admission) is sent as a JSON error."""
+        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
+        return EventStreamResponse(self._events(record, clock, chat, attempts, admission),
                                    headers={"x-request-id": record.request_id})
 
-    async def _events(self, record: CallRecord, clock: CallClock, chat: ChatRequest,
-                      chunks: AsyncIterator[Chunk], first: Chunk | None) -> AsyncIterator[bytes]:
+    async def _events(self, record: CallRecord, clock: CallClock, chat: ChatRequest, attempts: Attempts,
+                      admission: Awaitable[None] | None) -> AsyncIterator[bytes | GatewayError]:
         observer = ChunkObserver(record, clock)
         include_usage = chat.include_usage
+        total_deadline = attempts.total_deadline
+        chunks = attempts.stream()
+        sent = False
+        clock.upstream_sent = CallClock.now()
         try:
-            if first is not None:
-                payload, parsed = first
-                if not observer.observe(parsed) or include_usage:
-                    clock.client_first = CallClock.now()
-                    yield sse_data(payload)
-            async for payload, parsed in chunks:
+            async for item in chunks:
+                if not sent:
+                    if admission is not None:
+                        await admission  # decided long before the first token, normally
+                        admission = None
+                    clock.upstream_first = clock.client_first = CallClock.now()
+                if item is BUFFER:
+                    yield sse_data(buffer_chunk(record))
+                    sent = True
+                    continue
+                payload, parsed = item  # type: ignore[misc]
                 if observer.observe(parsed) and not include_usage:
                     continue
                 yield sse_data(payload)
-        except UpstreamError as exc:
-            record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
+                sent = True
+                if CallClock.now() > total_deadline:
+                    raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
+        except (UpstreamError, GatewayError) as exc:
+            error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
+            record.status, record.error = error.status, error.message
+            record.outcome = exc.kind if isinstance(exc, UpstreamError) else (error.code or error.type)
             observer.finish_trace(self.settings.trace_max_chars)
-            await self._record(record, clock)
-            yield sse_data(dumps(error_body(exc.message, "upstream_error", code=exc.kind)))
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await self._record(record, clock, observer)
+            if sent:
+                yield sse_data(dumps(error_body(error.message, "upstream_error", code=record.outcome)))
+            else:
+                error.headers["x-request-id"] = record.request_id
+                yield error
             return
         except BaseException:  # cancelled (client gone) or closed by the server
             record.status, record.outcome = 499, DISCONNECTED
             observer.finish_trace(self.settings.trace_max_chars)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self._record(record, clock)
+                await self._record(record, clock, observer)
             raise
         if record.outcome == "pending":
             record.outcome = "stop"
         observer.finish_trace(self.settings.trace_max_chars)
-        await self._record(record, clock)
+        await self._record(record, clock, observer)
         yield SSE_DONE
 
-    async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, route: Route) -> Response:
+    async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
+                       admission: Awaitable[None] | None = None) -> Response:
         clock.upstream_sent = CallClock.now()
-        completion = await adapter(route.adapter).complete(self.client, route, chat.body, self.settings)
+        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
+        completion = await attempts.complete()
+        if admission is not None:
+            await admission
         clock.upstream_first = clock.client_first = clock.first_token = CallClock.now()
         usage = completion.get("usage")
         if isinstance(usage, dict):
@@ -156,8 +176,23 @@ class Relay:
         return Response(dumps(completion), media_type="application/json",
                         headers={"x-request-id": record.request_id})
 
-    async def _record(self, record: CallRecord, clock: CallClock) -> None:
+    async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None) -> None:
+        if observer is not None and record.completion_tokens is None and observer.deltas:
+            # The usage chunk never came (a disconnect or a cut): count what was produced, marked as estimated.
+            record.completion_tokens = observer.deltas
+            record.usage_estimated = True
         await self.recorder(record, clock)
+
+
+def buffer_chunk(record: CallRecord) -> bytes:
+    """Buffer words: an ellipsis and a space, as ElevenLabs asks, so speech keeps flowing."""
+    return dumps({"id": "chatcmpl-" + record.request_id, "object": "chat.completion.chunk",
+                  "created": int(record.started_at), "model": record.requested_model or "",
+                  "choices": [{"index": 0, "delta": {"role": "assistant", "content": BUFFER_WORDS},
+                               "logprobs": None, "finish_reason": None}]})
+
+
+BUFFER_WORDS = "... "
 
 
 class EventStreamResponse(Response):
@@ -175,19 +210,37 @@ class EventStreamResponse(Response):
         self.extra_headers = headers or {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        headers += [(k.encode(), v.encode()) for k, v in (SSE_HEADERS | self.extra_headers).items()]
-        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                async for chunk in self.chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await self._send_all(send)
                 group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _send_all(self, send: Callable) -> None:
+        started = False
+        async for chunk in self.chunks:
+            if isinstance(chunk, GatewayError):  # failed before any byte: a plain JSON error instead
+                await JSONResponse(chunk.body(), status_code=chunk.status, headers=chunk.headers)(
+                    {"type": "http"}, _no_receive, send)
+                return
+            if not started:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self._headers()})
+                started = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if not started:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self._headers()})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _headers(self) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
+        return headers + [(k.encode(), v.encode()) for k, v in (SSE_HEADERS | self.extra_headers).items()]
+
+
+async def _no_receive() -> dict:
+    return {"type": "http.disconnect"}
 
 
 async def _cancel_on_disconnect(receive: Callable, scope: anyio.CancelScope) -> None:

@@ -35,8 +35,16 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
     allowed_provider_hosts: frozenset[str] = frozenset()
-    connect_timeout_s: float = 3.0
-    read_timeout_s: float = 60.0
+    connect_timeout_s: float = 2.0
+    read_timeout_s: float = 30.0
+    first_token_timeout_s: float | None = 10.0
+    total_timeout_s: float = 120.0
+    buffer_after_s: float | None = None
+    max_retries: int = 1
+    retry_max_wait_s: float = 1.0
+    routing_config: str | None = None
+    rate_limit_rpm: int = 0
+    rate_limit_concurrent: int = 0
     max_body_bytes: int = 4 * 1024 * 1024
     anthropic_default_max_tokens: int = 4096
     anthropic_version: str = "2023-06-01"
@@ -62,8 +70,16 @@ class Settings:
             allowed_provider_hosts=frozenset(
                 h.lower() for h in _csv(env.get("SWITCHBOARD_ALLOWED_PROVIDER_HOSTS"))
             ),
-            connect_timeout_s=_ms(env, "SWITCHBOARD_CONNECT_TIMEOUT_MS", 3000),
-            read_timeout_s=_ms(env, "SWITCHBOARD_READ_TIMEOUT_MS", 60000),
+            connect_timeout_s=_ms(env, "SWITCHBOARD_CONNECT_TIMEOUT_MS", 2000),
+            read_timeout_s=_ms(env, "SWITCHBOARD_READ_TIMEOUT_MS", 30000),
+            first_token_timeout_s=_ms(env, "SWITCHBOARD_FIRST_TOKEN_TIMEOUT_MS", 10000) or None,
+            total_timeout_s=_ms(env, "SWITCHBOARD_TOTAL_TIMEOUT_MS", 120000),
+            buffer_after_s=_ms(env, "SWITCHBOARD_BUFFER_AFTER_MS", 0) or None,
+            max_retries=_int(env, "SWITCHBOARD_MAX_RETRIES", 1),
+            retry_max_wait_s=_ms(env, "SWITCHBOARD_RETRY_MAX_WAIT_MS", 1000),
+            routing_config=env.get("SWITCHBOARD_ROUTING") or None,
+            rate_limit_rpm=_int(env, "SWITCHBOARD_RATE_LIMIT_RPM", 0),
+            rate_limit_concurrent=_int(env, "SWITCHBOARD_RATE_LIMIT_CONCURRENT", 0),
             max_body_bytes=_int(env, "SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024),
             anthropic_default_max_tokens=_int(env, "SWITCHBOARD_ANTHROPIC_MAX_TOKENS", 4096),
             capture_traces=_bool(env, "SWITCHBOARD_CAPTURE_TRACES"),

@@ -103,17 +103,23 @@ def test_unreachable_upstream_is_502(start_gateway):
 @pytest.mark.parametrize("stream", [True, False])
 def test_upstream_timeout_is_504(start_gateway, stream):
     gateway = start_gateway(SWITCHBOARD_READ_TIMEOUT_MS="300")
-    # The simulator sends its headers only when its first token is ready in the non-streamed case,
-    # and its role chunk at once but the first token late when streamed: both outlast the read timeout.
+    # The simulator answers (and, streamed, sends its role chunk) at once but its first token only after
+    # 2 s: the read timeout passes first. Nothing reached the client yet, so it is a plain 504.
     response = post(gateway, {"model": "openai/gpt-sim", "messages": HELLO, "stream": stream,
                               "simulator": {"first_token_ms": 2000}})
-    if stream:  # the role chunk arrived, so the stream had started: it ends with an error event
-        assert response.status_code == 200
-        assert response.text.rstrip().endswith('"code":"timeout"}}')
-        assert "[DONE]" not in response.text
-    else:
-        assert_error(response, 504, code="timeout")
-    assert gateway.records[-1].status == 504
+    assert_error(response, 504, code="timeout")
+    record = gateway.records[-1]
+    assert record.status == 504 and len(record.attempts) == 1  # a slow route is not retried
+
+
+def test_read_timeout_after_the_first_token_ends_the_stream_with_an_error_event(start_gateway):
+    gateway = start_gateway(SWITCHBOARD_READ_TIMEOUT_MS="300")
+    response = post(gateway, {"model": "openai/gpt-sim", "messages": HELLO, "stream": True,
+                              "simulator": {"tokens": 5, "gap_ms": 2000}})
+    assert response.status_code == 200
+    assert response.text.startswith('data: {"id"') and "(simulated)" in response.text
+    assert response.text.rstrip().endswith('"code":"timeout"}}')
+    assert "[DONE]" not in response.text
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-sim", "anthropic/claude-sim"])
@@ -157,7 +163,7 @@ def test_unexpected_bug_still_gives_an_openai_500_and_one_record(gateway, monkey
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(switchboard.gateway, "resolve", broken)
+    monkeypatch.setattr(switchboard.gateway, "plan", broken)
     response = post(gateway, {"model": "openai/gpt-sim", "messages": HELLO})
     assert_error(response, 500, code="internal_error")
     assert "boom" not in response.text

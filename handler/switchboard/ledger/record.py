@@ -31,6 +31,7 @@ class CallRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int | None = None
+    usage_estimated: bool = False  # no usage from the upstream: completion tokens counted from deltas
     cost_usd: float | None = None
     priced: bool = False
     ttft_ms: float | None = None

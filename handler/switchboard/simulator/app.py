@@ -18,6 +18,7 @@ class ConnectionCut(Exception):
 class SimulatorApp:
     def __init__(self, defaults: Script | None = None) -> None:
         self.defaults = defaults or Script()
+        self.seen: dict[str, int] = {}  # requests per model name, for the flaky-* models
         self.requests: list[dict] = []  # every request body received, newest last (tests read it)
         self.request_headers: list[dict[str, str]] = []
 
@@ -51,7 +52,8 @@ class SimulatorApp:
         if script.fail_status:
             error = {"message": f"simulated failure {script.fail_status}", "type": "simulated_error"}
             payload = {"type": "error", "error": error} if path.endswith("/messages") else {"error": error}
-            await json_response(send, int(script.fail_status), payload)
+            headers = {"retry-after": str(script.retry_after)} if script.retry_after is not None else {}
+            await json_response(send, int(script.fail_status), payload, headers)
             return
         if path.endswith("/messages"):
             from switchboard.simulator import anthropic_api as api
@@ -60,18 +62,36 @@ class SimulatorApp:
         await api.respond(body, script, send)
 
     def _script(self, body: dict) -> Script:
+        """Defaults, then what the model name asks for, then the request's `simulator` object.
+
+        Model names that misbehave on purpose (fallback tests and demos): `fail-<status>` always answers
+        that status; `flaky-<status>-<n>` answers it to the first n requests for that exact name, then
+        works; `slow-<ms>` waits that long before its first token.
+        """
         script = self.defaults
-        if body.get("model") == "slow":
+        model = str(body.get("model", ""))
+        self.seen[model] = count = self.seen.get(model, 0) + 1
+        kind, _, rest = model.partition("-")
+        if model == "slow":
             script = script.with_overrides({"first_token_ms": 800, "gap_ms": 60, "tokens": 30})
-        elif body.get("model") == "tools":
+        elif model == "tools":
             script = script.with_overrides({"tool_call": True})
+        elif kind == "fail" and rest[:3].isdigit():
+            script = script.with_overrides({"fail_status": int(rest[:3])})
+        elif kind == "flaky" and rest[:3].isdigit():
+            failures = rest[4:].split("-", 1)[0]
+            if count <= (int(failures) if failures.isdigit() else 1):
+                script = script.with_overrides({"fail_status": int(rest[:3])})
+        elif kind == "slow" and rest.split("-", 1)[0].isdigit():
+            script = script.with_overrides({"first_token_ms": int(rest.split("-", 1)[0])})
         return script.with_overrides(body.get("simulator"))
 
 
-async def json_response(send: Send, status: int, payload: dict) -> None:
+async def json_response(send: Send, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
     data = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": data})
 
 

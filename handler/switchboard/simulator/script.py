@@ -23,6 +23,7 @@ class Script:
     gap_ms: float = 0.0  # between content tokens
     tool_call: str | bool | None = None  # call this tool (True: the first one offered)
     fail_status: int | None = None  # answer with this HTTP status and an error body
+    retry_after: float | None = None  # with fail_status: a retry-after header, in seconds
     error_after: int | None = None  # send an in-stream error event after this many tokens
     cut_after: int | None = None  # drop the connection after this many tokens
     prompt_tokens: int = 0  # 0: estimated from the messages
@@ -42,7 +43,7 @@ class Script:
                 continue
             number = _number(value)
             if number is not None and number >= 0:
-                changes[item.name] = number if item.name.endswith("_ms") else int(number)
+                changes[item.name] = number if item.name.endswith("_ms") or item.name == "retry_after" else int(number)
         return replace(self, **changes)
 
     def words(self) -> list[str]:

@@ -1,0 +1,219 @@
+"""Attempts: try the plan's routes in order until one produces its first token.
+
+Before the first token nothing has reached the client, so a failure there (connect error, 5xx, 429,
+the first-token deadline) can still be retried or handed to the next route. The first content,
+tool-call or finish chunk commits the call to that route: from then on its stream is relayed as is
+and never switched. Buffer words, if due while waiting, are signalled to the relay as `BUFFER`; they
+carry no upstream content, so a later fallback is still clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+from switchboard.ledger.record import CallRecord
+from switchboard.policy import CallPlan
+from switchboard.providers import adapter
+from switchboard.providers.base import Chunk, UpstreamError
+from switchboard.routing import Route
+from switchboard.settings import Settings
+
+BUFFER = object()  # yielded (at most once) when buffer words are due
+_TIMEOUT = object()
+
+
+class _Puller:
+    """`next(until)` on an async iterator that may give up waiting without cancelling the pending read."""
+
+    __slots__ = ("iterator", "task")
+
+    def __init__(self, iterator: AsyncIterator[Chunk]) -> None:
+        self.iterator = iterator
+        self.task: asyncio.Future | None = None
+
+    async def next(self, until: float | None):
+        if until is None and self.task is None:
+            return await self.iterator.__anext__()  # no clock running: the plain, cheapest path
+        if self.task is None:
+            self.task = asyncio.ensure_future(self.iterator.__anext__())
+        timeout = None if until is None else max(until - time.perf_counter(), 0.0)
+        done, _ = await asyncio.wait((self.task,), timeout=timeout)
+        if not done:
+            return _TIMEOUT
+        task, self.task = self.task, None
+        return task.result()
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+            self.task = None
+        with contextlib.suppress(Exception):
+            await self.iterator.aclose()  # type: ignore[attr-defined]
+
+
+def is_first_token(chunk: dict) -> bool:
+    """Content, a tool call or a finish: what commits the call to its route."""
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    return bool(delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"))
+
+
+def retryable(error: UpstreamError) -> bool:
+    return error.status == 429 or error.status >= 500
+
+
+class Attempts:
+    def __init__(self, client: httpx.AsyncClient, settings: Settings, plan: CallPlan, body: dict,
+                 record: CallRecord, started: float) -> None:
+        self.client = client
+        self.settings = settings
+        self.plan = plan
+        self.body = body
+        self.record = record
+        self.started = started
+        self.total_deadline = started + plan.total_timeout_s
+        self.buffer_due = started + plan.buffer_after_s if plan.buffer_after_s else None
+
+    def _buffer_pending(self) -> float | None:
+        return self.buffer_due if self.buffer_due is not None and not self.record.buffer_words else None
+
+    async def stream(self) -> AsyncIterator[Chunk | object]:
+        """BUFFER at most once, then the winning route's chunks; raises the last error if every route fails."""
+        last_error: UpstreamError | None = None
+        for route in self.plan.routes:
+            retry = 0
+            while True:
+                attempt_started = time.perf_counter()
+                upstream = _Puller(adapter(route.adapter).stream(self.client, route, self.body, self.settings))
+                try:
+                    held: list[Chunk] = []
+                    try:
+                        async for signal in self._until_first_token(upstream, held, attempt_started):
+                            yield signal
+                    except UpstreamError as error:
+                        self._log_attempt(route, error.kind, error.status, attempt_started)
+                        if not retryable(error):
+                            raise
+                        last_error = error
+                    else:
+                        self._log_attempt(route, "ok", 200, attempt_started)
+                        self.record.provider, self.record.model = route.provider, route.model
+                        for chunk in held:
+                            yield chunk
+                        while True:  # committed: relayed as is, never switched
+                            try:
+                                chunk = await upstream.next(None)
+                            except StopAsyncIteration:
+                                return
+                            yield chunk
+                finally:
+                    await upstream.aclose()
+                wait = self._retry_wait(last_error, retry)
+                if wait is None:
+                    break  # on to the next route
+                async for signal in self._sleep(wait):
+                    yield signal
+                retry += 1
+        assert last_error is not None
+        raise last_error
+
+    async def _until_first_token(self, upstream: _Puller, held: list[Chunk], attempt_started: float):
+        first_token_deadline = (attempt_started + self.plan.first_token_timeout_s
+                                if self.plan.first_token_timeout_s else None)
+        deadline = min(d for d in (first_token_deadline, self.total_deadline) if d is not None)
+        while True:
+            buffer_due = self._buffer_pending()
+            try:
+                item = await upstream.next(min(deadline, buffer_due) if buffer_due else deadline)
+            except StopAsyncIteration:
+                return  # ended without content: nothing better will come from retrying
+            if item is _TIMEOUT:
+                if buffer_due is not None and time.perf_counter() >= buffer_due:
+                    self.record.buffer_words = True
+                    yield BUFFER
+                    continue
+                raise UpstreamError(504, f"No first token within {round((deadline - attempt_started) * 1000)} ms.",
+                                    kind="first_token_timeout")
+            held.append(item)
+            if is_first_token(item[1]):
+                return
+
+    async def complete(self) -> dict:
+        """The non-streamed call: the same routes, retries and deadline, one chat.completion back."""
+        last_error: UpstreamError | None = None
+        for route in self.plan.routes:
+            retry = 0
+            while True:
+                attempt_started = time.perf_counter()
+                remaining = self.total_deadline - attempt_started
+                try:
+                    if remaining <= 0:
+                        raise UpstreamError(504, "The call's total deadline passed.", kind="timeout")
+                    call = adapter(route.adapter).complete(self.client, route, self.body, self.settings)
+                    completion = await asyncio.wait_for(call, remaining)
+                except TimeoutError:
+                    last_error = UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout")
+                    self._log_attempt(route, last_error.kind, 504, attempt_started)
+                except UpstreamError as error:
+                    self._log_attempt(route, error.kind, error.status, attempt_started)
+                    if not retryable(error):
+                        raise
+                    last_error = error
+                else:
+                    self._log_attempt(route, "ok", 200, attempt_started)
+                    self.record.provider, self.record.model = route.provider, route.model
+                    return completion
+                wait = self._retry_wait(last_error, retry)
+                if wait is None:
+                    break
+                await asyncio.sleep(wait)
+                retry += 1
+        assert last_error is not None
+        raise last_error
+
+    def _retry_wait(self, error: UpstreamError, retry: int) -> float | None:
+        """Seconds to wait before trying the same route again, or None to move on to the next route."""
+        if retry >= self.plan.max_retries or error.kind in ("first_token_timeout", "timeout"):
+            return None  # a slow route is not retried: the next one gets the remaining time
+        wait = _retry_after(error.retry_after)
+        if wait is None:
+            wait = 0.05 * (2 ** retry)
+        if wait > self.plan.retry_max_wait_s or time.perf_counter() + wait >= self.total_deadline:
+            return None
+        return wait
+
+    async def _sleep(self, wait: float):
+        """Sleep, still signalling buffer words if they fall due meanwhile."""
+        resume = time.perf_counter() + wait
+        while (now := time.perf_counter()) < resume:
+            buffer_due = self._buffer_pending()
+            if buffer_due is not None and buffer_due <= now:
+                self.record.buffer_words = True
+                yield BUFFER
+                continue
+            await asyncio.sleep((min(resume, buffer_due) if buffer_due else resume) - now)
+
+    def _log_attempt(self, route: Route, outcome: str, status: int, attempt_started: float) -> None:
+        self.record.attempts.append({
+            "provider": route.provider, "model": route.model, "outcome": outcome, "status": status,
+            "started_ms": round((attempt_started - self.started) * 1000, 2),
+            "ms": round((time.perf_counter() - attempt_started) * 1000, 2)})
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP date: too far off to wait for on a call

@@ -171,7 +171,7 @@ def note(message: str) -> None:
 def keys_create(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     try:
-        key = target.secrets().create_key(args.name, admin=args.admin)
+        key = target.secrets().create_key(args.name, admin=args.admin, rpm=args.rpm, concurrent=args.concurrent)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
     print(key)
@@ -397,6 +397,8 @@ def _register_keys(commands: argparse._SubParsersAction, common: argparse.Argume
     create = actions.add_parser("create", parents=[common], help="create a key and print it (only this once)")
     create.add_argument("name", type=key_name, help="who or what the key is for, e.g. elevenlabs-prod")
     create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute allowed for this key")
+    create.add_argument("--concurrent", type=int, default=None, help="concurrent streams allowed for this key")
     create.set_defaults(handler=keys_create)
     actions.add_parser("list", parents=[common], help="list keys (names only)").set_defaults(handler=keys_list)
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a key by name")

@@ -21,6 +21,8 @@ KEY_PREFIX = "sb-"
 class Identity:
     name: str
     admin: bool = False
+    rpm: int | None = None  # per-key rate limits; None: the server's defaults
+    concurrent: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class StoredKey:
     name: str
     digest: str  # hex sha256 of the key
     admin: bool = False
+    rpm: int | None = None
+    concurrent: int | None = None
 
 
 def digest(key: str) -> str:
@@ -65,7 +69,7 @@ class KeyStore:
                                headers={"www-authenticate": "Bearer"})
         if admin and not match.admin:
             raise GatewayError(403, "This endpoint needs an admin key.", code="admin_key_required")
-        return Identity(match.name, match.admin)
+        return Identity(match.name, match.admin, match.rpm, match.concurrent)
 
 
 def bearer_token(authorization: str | None) -> str | None:

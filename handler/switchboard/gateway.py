@@ -18,6 +18,7 @@ from switchboard.ledger.store import CallStore
 from switchboard.policy import plan
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
+from switchboard.ratelimit import Limits, RateLimiter
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
 from switchboard.secrets import Secrets
@@ -37,8 +38,9 @@ def upstream_client(settings: Settings) -> httpx.AsyncClient:
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
                  client: httpx.AsyncClient | None = None, store: CallStore | None = None,
-                 secrets: Secrets | None = None) -> None:
+                 secrets: Secrets | None = None, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
+        self.limiter = limiter or RateLimiter()
         self.store = store
         self.secrets = secrets
         self.keys = keys
@@ -122,9 +124,12 @@ class Gateway:
             record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
         call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
         record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
+        limits = Limits(identity.rpm if identity.rpm is not None else self.settings.rate_limit_rpm,
+                        identity.concurrent if identity.concurrent is not None else self.settings.rate_limit_concurrent)
+        admission = self.limiter.admit(record.request_id, identity.name, limits)
         if chat.stream:
-            return self.relay.stream(record, clock, chat, call_plan)
-        return await self.relay.complete(record, clock, chat, call_plan)
+            return self.relay.stream(record, clock, chat, call_plan, admission)
+        return await self.relay.complete(record, clock, chat, call_plan, admission)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

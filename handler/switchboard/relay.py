@@ -7,6 +7,7 @@ final `data: [DONE]`, because on Lambda the process may be frozen once the respo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -125,6 +126,7 @@ class Relay:
                 if CallClock.now() > total_deadline:
                     raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
         except (UpstreamError, GatewayError) as exc:
+            settle(admission)
             error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
             record.status, record.error = error.status, error.message
             record.outcome = exc.kind if isinstance(exc, UpstreamError) else (error.code or error.type)
@@ -139,6 +141,7 @@ class Relay:
                 yield error
             return
         except BaseException:  # cancelled (client gone) or closed by the server
+            settle(admission)
             record.status, record.outcome = 499, DISCONNECTED
             observer.finish_trace(self.settings.trace_max_chars)
             with anyio.CancelScope(shield=True):
@@ -153,11 +156,11 @@ class Relay:
 
     async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
                        admission: Awaitable[None] | None = None) -> Response:
+        if admission is not None:
+            await admission  # not streamed, so nobody is waiting on a first token: check the limit first
         clock.upstream_sent = CallClock.now()
         attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
         completion = await attempts.complete()
-        if admission is not None:
-            await admission
         clock.upstream_first = clock.client_first = clock.first_token = CallClock.now()
         usage = completion.get("usage")
         if isinstance(usage, dict):
@@ -182,6 +185,16 @@ class Relay:
             record.completion_tokens = observer.deltas
             record.usage_estimated = True
         await self.recorder(record, clock)
+
+
+def settle(admission: Awaitable[None] | None) -> None:
+    """A rate-limit check nobody will wait for any more: cancel it, or take its result so none is lost."""
+    if isinstance(admission, asyncio.Future):
+        if admission.done():
+            if not admission.cancelled():
+                admission.exception()
+        else:
+            admission.cancel()
 
 
 def buffer_chunk(record: CallRecord) -> bytes:

@@ -12,6 +12,7 @@ from switchboard.ledger.pricing import catalog
 from switchboard.ledger.record import CallRecord
 from switchboard.ledger.recorder import Recorder
 from switchboard.ledger.store import CallStore
+from switchboard.ratelimit import RateLimiter
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
@@ -26,9 +27,10 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
     if settings.table_name:
         store = CallStore(lambda: aws.client("dynamodb", settings), settings.table_name,
                           settings.record_retention_days)
+    limiter = RateLimiter(lambda: aws.client("dynamodb", settings), settings.table_name) if store else RateLimiter()
     recorder = Recorder(store, catalog(settings.prices_file), write_budget_s=settings.ledger_write_budget_s,
-                        emit_metrics=metrics_enabled(), observers=observers)
-    return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets)
+                        emit_metrics=metrics_enabled(), observers=observers, release=limiter.release)
+    return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter)
 
 
 def metrics_enabled() -> bool:

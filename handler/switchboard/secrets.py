@@ -144,8 +144,13 @@ def parse_gateway_keys(value: dict) -> list[StoredKey]:
     keys = []
     for entry in value.get("keys", []) if isinstance(value, dict) else []:
         if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and entry.get("name"):
-            keys.append(StoredKey(str(entry["name"]), entry["sha256"], bool(entry.get("admin"))))
+            keys.append(StoredKey(str(entry["name"]), entry["sha256"], bool(entry.get("admin")),
+                                  _limit(entry.get("rpm")), _limit(entry.get("concurrent"))))
     return keys
+
+
+def _limit(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # -- administration (the CLI): read-modify-write of the secrets ---------------------------------------
@@ -168,22 +173,24 @@ class SecretsAdmin:
     def _write(self, name: str, value: dict) -> None:
         self.sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
 
-    def create_key(self, name: str, admin: bool = False) -> str:
+    def create_key(self, name: str, admin: bool = False, rpm: int | None = None, concurrent: int | None = None) -> str:
         """A new gateway key; only its hash is stored, so this is the one time it can be seen."""
         value = self._read(self.gateway_keys_secret)
         keys = value.setdefault("keys", [])
         if any(k.get("name") == name for k in keys):
             raise ValueError(f"a key named '{name}' exists; revoke it first or pick another name")
         key = KEY_PREFIX + random.token_urlsafe(32)
-        keys.append({"name": name, "sha256": digest(key), "admin": admin,
-                     "created_at": datetime.now(UTC).isoformat(timespec="seconds")})
+        entry = {"name": name, "sha256": digest(key), "admin": admin,
+                 "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        entry.update({k: v for k, v in (("rpm", rpm), ("concurrent", concurrent)) if v is not None})
+        keys.append(entry)
         self._write(self.gateway_keys_secret, value)
         return key
 
     def list_keys(self) -> list[dict]:
         keys = self._read(self.gateway_keys_secret).get("keys", [])
-        return [{"name": k.get("name"), "admin": bool(k.get("admin")), "created_at": k.get("created_at")}
-                for k in keys if isinstance(k, dict)]
+        return [{"name": k.get("name"), "admin": bool(k.get("admin")), "created_at": k.get("created_at"),
+                 "rpm": k.get("rpm"), "concurrent": k.get("concurrent")} for k in keys if isinstance(k, dict)]
 
     def revoke_key(self, name: str) -> bool:
         value = self._read(self.gateway_keys_secret)

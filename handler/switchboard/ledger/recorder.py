@@ -8,7 +8,7 @@ so nothing is lost, and the response carries on either way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from switchboard.ledger.pricing import PriceCatalog
 from switchboard.ledger.record import CallClock, CallRecord
@@ -20,8 +20,10 @@ FALLBACK_MESSAGE = "call record not stored; logged in full instead"
 
 class Recorder:
     def __init__(self, store: CallStore | None, prices: PriceCatalog, *, write_budget_s: float = 0.5,
-                 emit_metrics: bool = False, observers: Iterable[Callable[[CallRecord], None]] = ()) -> None:
+                 emit_metrics: bool = False, observers: Iterable[Callable[[CallRecord], None]] = (),
+                 release: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.release = release  # the rate limiter's slot, freed alongside the write
         self.prices = prices
         self.write_budget_s = write_budget_s
         self.emit_metrics = emit_metrics
@@ -35,11 +37,14 @@ class Recorder:
             emit_metrics(record)
         if self.store is None:
             log_record("info", "call record", record)
+            if self.release is not None:
+                await self.release(record.request_id)
             return
-        try:
-            await asyncio.wait_for(self.store.put_async(record), self.write_budget_s)
-        except Exception as exc:  # includes the budget running out
-            log_record("error", FALLBACK_MESSAGE, record, reason=type(exc).__name__)
+        write = asyncio.wait_for(self.store.put_async(record), self.write_budget_s)
+        results = await asyncio.gather(write, *([self.release(record.request_id)] if self.release else []),
+                                       return_exceptions=True)
+        if isinstance(results[0], BaseException):  # includes the budget running out
+            log_record("error", FALLBACK_MESSAGE, record, reason=type(results[0]).__name__)
 
 
 def finish(record: CallRecord, clock: CallClock, prices: PriceCatalog) -> None:

@@ -69,7 +69,7 @@ def is_first_token(chunk: dict) -> bool:
 
 
 def retryable(error: UpstreamError) -> bool:
-    return error.status == 429 or error.status >= 500
+    return error.status == 429 or (error.status >= 500 and error.kind != "redirect_refused")
 
 
 class Attempts:

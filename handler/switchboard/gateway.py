@@ -6,6 +6,9 @@ so app.py stays a list of routes and the Mangum and uvicorn entries share one ob
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -21,6 +24,7 @@ from switchboard.providers.base import UpstreamError
 from switchboard.ratelimit import Limits, RateLimiter
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
+from switchboard.routing import verify_resolved
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
@@ -41,6 +45,7 @@ class Gateway:
                  secrets: Secrets | None = None, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or RateLimiter()
+        self.resolve_addresses = resolve_addresses
         self.store = store
         self.secrets = secrets
         self.keys = keys
@@ -123,6 +128,9 @@ class Gateway:
         if self.settings.capture_traces:
             record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
         call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
+        for route in call_plan.routes:
+            if route.verify_host:
+                await verify_resolved(route.verify_host, self.resolve_addresses)
         record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
         limits = Limits(identity.rpm if identity.rpm is not None else self.settings.rate_limit_rpm,
                         identity.concurrent if identity.concurrent is not None else self.settings.rate_limit_concurrent)
@@ -143,6 +151,22 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def resolve_addresses(host: str) -> list[str]:
+    """Every address `host` resolves to (cached for a minute: a voice call should not wait on DNS twice)."""
+    cached = _resolved.get(host)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    addresses = sorted({info[4][0] for info in infos})
+    if len(_resolved) > 1000:
+        _resolved.clear()
+    _resolved[host] = (time.monotonic() + 60, addresses)
+    return addresses
+
+
+_resolved: dict[str, tuple[float, list[str]]] = {}
 
 
 def _too_large(limit: int) -> GatewayError:

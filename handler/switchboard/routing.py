@@ -36,6 +36,7 @@ class Route:
     base_url: str
     api_key: str | None = field(repr=False)
     requested_model: str = ""
+    verify_host: str | None = None  # a caller-named host to resolve and check before connecting
 
 
 KeyLookup = Callable[[str], "str | None"]
@@ -84,14 +85,15 @@ def split_model(model: str) -> tuple[str, str]:
 def _custom_route(model: str, raw_url: str, caller_key: str | None, settings: Settings,
                   provider_key: KeyLookup) -> Route:
     scheme, host, port, prefix = parse_provider_url(raw_url)
-    check_provider_host(host, port, scheme, settings)
+    must_verify = check_provider_host(host, port, scheme, settings)
     netloc = f"[{host}]" if ":" in host else host
     if port:
         netloc += f":{port}"
     provider, slash, rest = model.partition("/")
     upstream_model = rest if slash and provider.lower() in PROVIDERS and rest else model
     api_key = caller_key or _official_key_for(host, settings, provider_key)
-    return Route("custom", "openai_compat", upstream_model, f"{scheme}://{netloc}{prefix}/v1", api_key, model)
+    return Route("custom", "openai_compat", upstream_model, f"{scheme}://{netloc}{prefix}/v1", api_key, model,
+                 verify_host=host if must_verify else None)
 
 
 def parse_provider_url(raw: str) -> tuple[str, str, int | None, str]:
@@ -116,22 +118,46 @@ def parse_provider_url(raw: str) -> tuple[str, str, int | None, str]:
     return parts.scheme, parts.hostname.lower().rstrip("."), port, prefix
 
 
-def check_provider_host(host: str, port: int | None, scheme: str, settings: Settings) -> None:
+def check_provider_host(host: str, port: int | None, scheme: str, settings: Settings) -> bool:
+    """Refuse hosts off the allowlist; True when the host must still be resolved and checked."""
     explicitly_allowed = host in settings.allowed_provider_hosts or (
         port is not None and f"{host}:{port}" in settings.allowed_provider_hosts
     )
     if explicitly_allowed:
-        return
+        return False
     if _is_internal_address(host):
         raise GatewayError(400, f"x-inference-provider-url points at a loopback, private or link-local "
                            f"address ({host}); refused.", param="x-inference-provider-url",
                            code="provider_url_refused")
-    if host not in OFFICIAL_HOSTS:
+    if host not in OFFICIAL_HOSTS and not _wildcard_allowed(host, settings.allowed_provider_hosts):
         raise GatewayError(400, f"x-inference-provider-url host '{host}' is not on the gateway's allowlist "
                            "(the providers' official hosts plus SWITCHBOARD_ALLOWED_PROVIDER_HOSTS).",
                            param="x-inference-provider-url", code="provider_url_refused")
     if scheme != "https":
         raise _bad_url("only https:// is accepted for this host")
+    return True
+
+
+def _wildcard_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """`*.example.com` allows any subdomain of example.com (resolved and checked like official hosts)."""
+    return any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in allowed)
+
+
+async def verify_resolved(host: str, resolve_addresses) -> None:
+    """Refuse a host whose DNS answer includes a loopback, private, link-local or metadata address.
+
+    Names on the allowlist are checked too, unless listed exactly: a public name can be pointed at
+    169.254.169.254 by whoever controls its DNS.
+    """
+    try:
+        addresses = await resolve_addresses(host)
+    except OSError:
+        raise GatewayError(502, f"x-inference-provider-url host '{host}' does not resolve.",
+                           code="connect_error") from None
+    for address in addresses:
+        if _is_internal_address(address):
+            raise GatewayError(400, f"x-inference-provider-url host '{host}' resolves to an internal address; "
+                               "refused.", param="x-inference-provider-url", code="provider_url_refused")
 
 
 def _is_internal_address(host: str) -> bool:

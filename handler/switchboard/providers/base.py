@@ -61,6 +61,8 @@ async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str)
 def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None) -> UpstreamError:
     message = upstream_message(raw) or f"HTTP {status}"
     text = f"Upstream provider '{provider}' returned {status}: {message}"
+    if status < 400:  # redirects are never followed: they could point anywhere, the metadata address included
+        return UpstreamError(502, text + " (redirect not followed)", kind="redirect_refused", upstream_status=status)
     if 400 <= status < 500:
         return UpstreamError(status, text, kind="http_error", upstream_status=status, retry_after=retry_after)
     return UpstreamError(502, text, kind="http_error", upstream_status=status, retry_after=retry_after)

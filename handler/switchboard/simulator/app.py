@@ -53,6 +53,8 @@ class SimulatorApp:
             error = {"message": f"simulated failure {script.fail_status}", "type": "simulated_error"}
             payload = {"type": "error", "error": error} if path.endswith("/messages") else {"error": error}
             headers = {"retry-after": str(script.retry_after)} if script.retry_after is not None else {}
+            if 300 <= int(script.fail_status) < 400:  # a redirect somewhere else: gateways must not follow it
+                headers["location"] = "http://169.254.169.254/latest/meta-data/"
             await json_response(send, int(script.fail_status), payload, headers)
             return
         if path.endswith("/messages"):

@@ -43,9 +43,32 @@ class LogCapture(logging.Handler):
         return [line for line in self.lines if message in line]
 
 
+class CaptureResponses:
+    """ASGI wrapper keeping every response's headers and body, for the end-of-run secrets scan."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    @property
+    def state(self):
+        return self.app.state
+
+    async def __call__(self, scope, receive, send):
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                RESPONSES.append(repr(message.get("headers")))
+            elif message["type"] == "http.response.body" and message.get("body"):
+                RESPONSES.append(bytes(message["body"]).decode("utf-8", "replace"))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+
+
 LOGS = LogCapture()
+RESPONSES: list[str] = []  # every byte every test gateway sent back
 ALL_RECORDS: list[CallRecord] = []  # every call record any gateway in the run produced
-PLANTED_SECRETS = (GATEWAY_KEY, ADMIN_KEY, OPENAI_KEY, ANTHROPIC_KEY)
+CALLER_KEY = "sk-caller-own-key-fake-123"  # sent in x-inference-provider-api-key by some tests
+PLANTED_SECRETS = (GATEWAY_KEY, ADMIN_KEY, OPENAI_KEY, ANTHROPIC_KEY, CALLER_KEY)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +84,9 @@ def scan_run_for_secrets():
         target.removeHandler(LOGS)
     if ALL_RECORDS:  # a gateway ran, and every call logs at least its record
         assert LOGS.lines, "the scan saw no log lines: the capture is broken"
-    leaks = find_leaks(LOGS.lines + [repr(r.to_dict()) for r in ALL_RECORDS], PLANTED_SECRETS + tuple(EXTRA_SECRETS))
+    assert not ALL_RECORDS or RESPONSES, "the scan saw no responses: the capture is broken"
+    texts = LOGS.lines + [repr(r.to_dict()) for r in ALL_RECORDS] + RESPONSES + METRICS_OUTPUT
+    leaks = find_leaks(texts, PLANTED_SECRETS + tuple(EXTRA_SECRETS))
     assert not leaks, f"keys leaked into logs or records: {leaks[:5]}"
 
 
@@ -71,6 +96,7 @@ def find_leaks(texts: list[str], planted: tuple[str, ...]) -> list[tuple[str, st
 
 
 EXTRA_SECRETS: list[str] = []  # tests that create keys at run time add them here
+METRICS_OUTPUT: list[str] = []  # EMF lines tests captured
 
 
 @pytest.fixture(scope="session")
@@ -144,7 +170,7 @@ def start_gateway(simulator: BackgroundServer, sim_app: SimulatorApp):
         records: list[CallRecord] = []
         settings = Settings.from_env(gateway_env(simulator, **overrides))
         app = create_app(settings, build_gateway(settings, observers=[records.append, ALL_RECORDS.append]))
-        server = BackgroundServer(app).start()
+        server = BackgroundServer(CaptureResponses(app)).start()
         started.append(server)
         return RunningGateway(server, records)
 

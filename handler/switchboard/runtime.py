@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable
 
@@ -29,16 +28,8 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
                           settings.record_retention_days)
     limiter = RateLimiter(lambda: aws.client("dynamodb", settings), settings.table_name) if store else RateLimiter()
     recorder = Recorder(store, catalog(settings.prices_file), write_budget_s=settings.ledger_write_budget_s,
-                        emit_metrics=metrics_enabled(), observers=observers, release=limiter.release)
+                        emit_metrics=settings.metrics, observers=observers, release=limiter.release)
     return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter)
-
-
-def metrics_enabled() -> bool:
-    """EMF metrics go to stdout, where CloudWatch picks them up on Lambda; elsewhere only when asked."""
-    explicit = os.environ.get("SWITCHBOARD_METRICS")
-    if explicit is not None:
-        return explicit.strip().lower() in {"1", "true", "yes", "on"}
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
 def warm_in_background(gateway: Gateway) -> threading.Thread:

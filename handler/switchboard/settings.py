@@ -58,6 +58,7 @@ class Settings:
     record_retention_days: int = 90
     ledger_write_budget_s: float = 0.5
     aws_endpoint_url: str | None = None
+    metrics: bool = False  # EMF to stdout: on under Lambda, or with SWITCHBOARD_METRICS=true
     service_name: str = "switchboard"
 
     @classmethod
@@ -92,6 +93,8 @@ class Settings:
             record_retention_days=_int(env, "SWITCHBOARD_RECORD_RETENTION_DAYS", 90),
             ledger_write_budget_s=_ms(env, "SWITCHBOARD_LEDGER_WRITE_BUDGET_MS", 500),
             aws_endpoint_url=env.get("SWITCHBOARD_AWS_ENDPOINT_URL") or None,
+            metrics=_bool(env, "SWITCHBOARD_METRICS") if "SWITCHBOARD_METRICS" in env
+            else bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
             service_name=env.get("POWERTOOLS_SERVICE_NAME") or "switchboard",
         )
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import GATEWAY_KEY
+from tests.conftest import CALLER_KEY, GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]
-CALLER_KEY = "sk-caller-own-key-fake-123"
 
 
 def post(gateway, headers, stream=False):

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from switchboard.ledger.pricing import PriceCatalog
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
-from switchboard.observability import log_record, logger, metrics
+from switchboard.observability import SERVICE, log_record, logger, metrics
 
 FALLBACK_MESSAGE = "call record not stored; logged in full instead"
 
@@ -62,7 +62,7 @@ def emit_metrics(record: CallRecord) -> None:
     try:
         add_dimensions = getattr(metrics, "add_dimensions", None)
         if add_dimensions is not None and record.provider:
-            add_dimensions(provider=record.provider, model=record.model or "none")
+            add_dimensions(service=SERVICE, provider=record.provider, model=record.model or "none")
         metrics.add_metric(name="Calls", unit="Count", value=1)
         metrics.add_metric(name="Errors", unit="Count", value=int(record.is_error))
         if record.ttft_ms is not None:

@@ -123,6 +123,7 @@ def sim_app(simulator: BackgroundServer) -> SimulatorApp:
     app: SimulatorApp = simulator.app
     app.requests.clear()
     app.request_headers.clear()
+    app.client_ports.clear()
     return app
 
 

@@ -16,6 +16,7 @@ VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fu
 METADATA_PREFIX = "x-inference-metadata-"
 MAX_HEADER_VALUE = 256
 MAX_METADATA_ENTRIES = 32
+MAX_DEPTH = 64  # JSON nesting: deeper bodies are refused before anything recurses into them
 
 
 @dataclass
@@ -34,17 +35,40 @@ class ChatRequest:
         return self.metadata.get("conversation-id") or self.metadata.get("conversation_id")
 
 
+def _no_constants(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json(raw: bytes) -> dict:
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise GatewayError(400, "The request body is not valid UTF-8.", code="invalid_json") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise GatewayError(400, f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
                            code="invalid_json") from None
+    except ValueError as exc:
+        raise GatewayError(400, f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
+    except RecursionError:
+        raise GatewayError(400, "The request body is nested too deeply.", code="invalid_json") from None
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body):  # counting is cheap; walking is not
+        raise GatewayError(400, f"The request body is nested deeper than {MAX_DEPTH} levels.", code="invalid_json")
     return body
+
+
+def _too_deep(value: object) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def chat_request(body: dict, headers: dict[str, str]) -> ChatRequest:

@@ -213,3 +213,14 @@ def test_client_disconnect_is_recorded(gateway):
     [record] = gateway.records
     assert record.outcome == "client_disconnected"
     assert record.ttft_ms is not None
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-sim", "anthropic/claude-sim"])
+def test_upstream_connections_are_reused(gateway, sim_app, model):
+    """A new upstream connection per call would cost a TLS handshake per call against a real provider."""
+    client = gateway.client()
+    for _ in range(6):
+        collect(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                               stream=True))
+    assert len(sim_app.client_ports) == 6
+    assert len(set(sim_app.client_ports)) == 1

@@ -360,19 +360,23 @@ async def stream(client: httpx.AsyncClient, route: Route, body: dict,
     response = await send(client, request, route.provider)
     translator = StreamTranslator(route.model)
     try:
-        async for name, data in read_events(response, route.provider):
+        async for name, data in read_events(response, route.provider, _is_message_stop):
             event = _parse_event(data, route.provider)
             if name == b"error" or event.get("type") == "error":
                 raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
                                     + _error_text(event.get("error")), kind="stream_error")
             for chunk in translator.feed(event):
                 yield dumps(chunk), chunk
-            if translator.done:
-                return
     finally:
         await response.aclose()
+    if translator.done:
+        return
     raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before message_stop.",
                         kind="stream_error")
+
+
+def _is_message_stop(name: bytes, data: bytes) -> bool:
+    return name == b"message_stop" or (not name and b'"message_stop"' in data)
 
 
 async def complete(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> dict:

@@ -10,8 +10,9 @@ An adapter module exposes two coroutines:
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -84,15 +85,25 @@ def upstream_message(raw: bytes) -> str:
     return ""
 
 
-async def read_events(response: httpx.Response, provider: str) -> AsyncIterator[tuple[bytes, bytes]]:
-    """SSE events as the socket delivers them; a broken or truncated stream raises UpstreamError."""
+async def read_events(response: httpx.Response, provider: str,
+                      is_last: Callable[[bytes, bytes], bool] | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
+    """SSE events as the socket delivers them; a broken or truncated stream raises UpstreamError.
+
+    After the event `is_last` recognises, the rest of the body (normally just the end of the chunked
+    encoding) is read so that httpx returns the connection to its pool: closing a response early drops
+    the connection, and the next call would pay for a new one, a TLS handshake included.
+    """
     from switchboard.protocol import SSEDecoder
 
     decoder = SSEDecoder()
+    body = response.aiter_bytes()
     try:
-        async for data in response.aiter_bytes():
-            for event in decoder.feed(data):
-                yield event
+        async for data in body:
+            for name, event in decoder.feed(data):
+                yield name, event
+                if is_last is not None and is_last(name, event):
+                    await _drain(body)
+                    return
     except httpx.TimeoutException:
         raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
                             kind="timeout") from None
@@ -102,3 +113,15 @@ async def read_events(response: httpx.Response, provider: str) -> AsyncIterator[
     if decoder.pending:
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
                             kind="stream_error")
+
+
+async def _drain(body: AsyncIterator[bytes], timeout_s: float = 0.25) -> None:
+    """Read what follows the last event, briefly; a host that keeps talking just loses its connection."""
+    async def read_rest() -> None:
+        async for _ in body:
+            pass
+
+    try:
+        await asyncio.wait_for(read_rest(), timeout_s)
+    except (TimeoutError, httpx.HTTPError):
+        pass

@@ -39,10 +39,12 @@ def _request(client: httpx.AsyncClient, route: Route, body: dict, stream: bool) 
 async def stream(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> AsyncIterator[Chunk]:
     response = await send(client, _request(client, route, body, stream=True), route.provider)
     finished = False  # a finish_reason was seen
+    done = False
     try:
-        async for _event, data in read_events(response, route.provider):
+        async for _event, data in read_events(response, route.provider, _is_done):
             if data == b"[DONE]":
-                return
+                done = True
+                continue
             try:
                 parsed = json.loads(data)
             except ValueError:
@@ -59,7 +61,7 @@ async def stream(client: httpx.AsyncClient, route: Route, body: dict, settings: 
             yield data, parsed
     finally:
         await response.aclose()
-    if not finished:  # closed cleanly, but before the answer was complete
+    if not (finished or done):  # closed cleanly, but before the answer was complete
         raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before finishing.",
                             kind="stream_error")
 
@@ -83,6 +85,10 @@ async def complete(client: httpx.AsyncClient, route: Route, body: dict, settings
         raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
                             "a chat completion.", kind="http_error")
     return parsed
+
+
+def _is_done(_name: bytes, data: bytes) -> bool:
+    return data == b"[DONE]"
 
 
 def _error_text(error: object) -> str:

@@ -21,6 +21,7 @@ class SimulatorApp:
         self.seen: dict[str, int] = {}  # requests per model name, for the flaky-* models
         self.requests: list[dict] = []  # every request body received, newest last (tests read it)
         self.request_headers: list[dict[str, str]] = []
+        self.client_ports: list[int] = []  # the caller's port per request: repeats when connections are reused
 
     async def __call__(self, scope: dict, receive: Callable, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -47,6 +48,7 @@ class SimulatorApp:
                                                       "type": "invalid_request_error"}})
             return
         self.requests.append(body)
+        self.client_ports.append((scope.get("client") or ("", 0))[1])
         self.request_headers.append({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
         script = self._script(body)
         if script.fail_status:

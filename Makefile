@@ -58,6 +58,9 @@ test: lint validate
 build: $(SAM)
 	$(SAM_ENV) $(SAM) build
 
+bench: $(VENV)/.test-deps $(SAM)
+	$(BIN)/python -m bench.run
+
 deploy: build
 	$(SAM_ENV) $(SAM) deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 

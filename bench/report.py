@@ -1,0 +1,192 @@
+"""Numbers into the report: per-target summaries, the `added` columns, the targets, the printed table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from bench.load import Results
+from bench.stats import Check, added, evaluate, json_safe, ratio, summarize
+
+DIRECT, GATEWAY, GATEWAY_ASGI, LITELLM = "direct", "gateway", "gw-asgi", "litellm"
+TARGET_LABELS = {
+    DIRECT: "the simulator, no hop in between",
+    GATEWAY: "`switchboard serve` as `make run` runs it (embedded moto ledger: each record is written before [DONE])",
+    GATEWAY_ASGI: "`uvicorn switchboard.asgi:app` as handler/run.sh runs it on Lambda, no table (records to the log)",
+    LITELLM: "LiteLLM's proxy, no database",
+}
+
+
+def load_level(results: Results) -> dict[str, dict]:
+    """One concurrency level: per target, TTFT and total summaries in ms and what it adds over direct."""
+    level: dict[str, dict] = {}
+    for name, samples in results.samples.items():
+        ok = [s for s in samples if s.ok]
+        level[name] = {
+            "ttft_ms": summarize([s.ttft_s * 1000 for s in ok]),
+            "total_ms": summarize([s.total_s * 1000 for s in ok]),
+            "requests": len(samples),
+            "errors": len(samples) - len(ok),
+            "error_examples": sorted({s.error for s in samples if s.error})[:3],
+            "content_events_min": min((s.content_events for s in ok), default=0),
+        }
+    direct = level.get(DIRECT, {})
+    for row in level.values():
+        row["added_ttft_p50_ms"] = added(row["ttft_ms"].get("p50"), direct.get("ttft_ms", {}).get("p50"))
+        row["added_total_p50_ms"] = added(row["total_ms"].get("p50"), direct.get("total_ms", {}).get("p50"))
+        row["added_after_first_token_p50_ms"] = added(row["added_total_p50_ms"], row["added_ttft_p50_ms"])
+    if LITELLM in level:
+        row = level[LITELLM]
+        row["added_ttft_ratio_to_gateway"] = ratio(row["added_ttft_p50_ms"],
+                                                   level.get(GATEWAY, {}).get("added_ttft_p50_ms"))
+        row["added_ttft_ratio_to_gw_asgi"] = ratio(row["added_ttft_p50_ms"],
+                                                   level.get(GATEWAY_ASGI, {}).get("added_ttft_p50_ms"))
+    return level
+
+
+def raw_samples(results: Results) -> dict[str, dict[str, list]]:
+    """Every sample, rounded to the microsecond, for anyone who wants to look further."""
+    return {name: {"ttft_ms": [round(s.ttft_s * 1000, 3) if s.ttft_s is not None else None for s in samples],
+                   "total_ms": [round(s.total_s * 1000, 3) if s.total_s is not None else None for s in samples]}
+            for name, samples in results.samples.items()}
+
+
+def measured_values(report: dict) -> dict[str, float | None]:
+    """The numbers `evaluate` checks, picked out of the report (missing sections stay missing)."""
+    levels = report.get("load", {}).get("levels", {})
+    values: dict[str, float | None] = {}
+    for c in (1, 10):
+        level = levels.get(str(c), {})
+        values[f"gateway_added_ttft_p50_ms_c{c}"] = level.get(GATEWAY, {}).get("added_ttft_p50_ms")
+        values[f"gw_asgi_added_ttft_p50_ms_c{c}"] = level.get(GATEWAY_ASGI, {}).get("added_ttft_p50_ms")
+        values[f"litellm_ratio_c{c}"] = level.get(LITELLM, {}).get("added_ttft_ratio_to_gateway")
+    cold = report.get("coldstart") or {}
+    values["health_ratio"] = cold.get("health_ratio")
+    values["first_minus_warm_ms"] = (cold.get("first_minus_warm_ms") or {}).get("median")
+    memory = ((report.get("memory") or {}).get(report.get("memory_target_process", "")) or {})
+    values["rss_peak_mb"] = memory.get("rss_peak_mb") if memory.get("streams", 0) >= 200 else None  # the target's load
+    size = report.get("size") or {}
+    values["package_mb"] = size.get("total_mb") if size.get("measured") else None
+    return values
+
+
+def targets(report: dict) -> list[Check]:
+    return evaluate(measured_values(report))
+
+
+def write_json(report: dict, results_dir: Path, stamp: str) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_safe(report), indent=2)
+    path = results_dir / f"bench-{stamp}.json"
+    path.write_text(text)
+    (results_dir / "latest.json").write_text(text)
+    return path
+
+
+# The printed table.
+
+def _ms(value: float | None, width: int = 7) -> str:
+    if value is None:
+        return "-".rjust(width)
+    return f"{value:{width}.2f}"
+
+
+def _times(row: dict) -> str:
+    """For LiteLLM's rows: how many times the gateways' added TTFT it adds."""
+    parts = []
+    for key, label in (("added_ttft_ratio_to_gateway", GATEWAY), ("added_ttft_ratio_to_gw_asgi", GATEWAY_ASGI)):
+        value = row.get(key)
+        if value is not None:
+            parts.append(f"{'inf' if math.isinf(value) else f'{value:.1f}'}x {label}")
+    return f"({', '.join(parts)})" if parts else ""
+
+
+def format_load(load: dict) -> list[str]:
+    meta = load["settings"]
+    lines = [f"Streaming: {meta['requests_per_target']} requests per target per level, {meta['tokens']} tokens "
+             "each, upstream first-token delay 0 ms. Times in ms; added = target p50 - direct p50.",
+             *[f"  {name:<9}{TARGET_LABELS.get(name, '')}" for name in meta["targets"]],
+             f"{'c':>3}  {'target':<9}{'TTFT p50':>9}{'p90':>8}{'p99':>8}  {'total p50':>9}{'p90':>8}{'p99':>8}  "
+             f"{'+TTFT p50':>10}{'+total p50':>11}  {'errors':>6}"]
+    for c, level in load["levels"].items():
+        for name, row in level.items():
+            ttft, total = row["ttft_ms"], row["total_ms"]
+            lines.append(
+                f"{c:>3}  {name:<9}{_ms(ttft.get('p50'), 9)}{_ms(ttft.get('p90'), 8)}{_ms(ttft.get('p99'), 8)}  "
+                f"{_ms(total.get('p50'), 9)}{_ms(total.get('p90'), 8)}{_ms(total.get('p99'), 8)}  "
+                f"{_ms(None if name == DIRECT else row['added_ttft_p50_ms'], 10)}"
+                f"{_ms(None if name == DIRECT else row['added_total_p50_ms'], 11)}  {row['errors']:>6} "
+                f"{_times(row)}")
+    return lines
+
+
+def format_tail(load: dict, chunks_after_first: int) -> list[str]:
+    """What each hop adds between the first token and [DONE], per chunk, at c=1."""
+    level = load["levels"].get("1", {})
+    lines = []
+    for name, row in level.items():
+        after = row.get("added_after_first_token_p50_ms")
+        if name == DIRECT or after is None:
+            continue
+        lines.append(f"  after the first token {name} adds {after:.2f} ms over {chunks_after_first} more chunks "
+                     f"and [DONE] at c=1 (~{after * 1000 / chunks_after_first:.0f} us per chunk, any work before "
+                     "[DONE] included)")
+    return lines
+
+
+def format_coldstart(cold: dict) -> list[str]:
+    return [
+        f"Cold start: {cold['trials_per_app']} fresh `python -m uvicorn` processes per app, taking turns; medians.",
+        f"  spawn -> first /health 200: bare FastAPI {cold['bare_health_ms']['median']:.1f} ms, gateway "
+        f"{cold['gateway_health_ms']['median']:.1f} ms, ratio {cold['health_ratio']:.2f}",
+        f"  gateway spawn -> first token of its first chat: {cold['gateway_start_to_first_token_ms']['median']:.1f} ms",
+        f"  first chat TTFT {cold['first_chat_ttft_ms']['median']:.2f} ms, warm chat TTFT "
+        f"{cold['warm_chat_ttft_ms']['median']:.2f} ms, first - warm {cold['first_minus_warm_ms']['median']:.2f} ms",
+    ]
+
+
+def format_memory(memory: dict) -> list[str]:
+    lines = []
+    for label, row in memory.items():
+        lines.append(f"  {label}: peak RSS {row['rss_peak_mb']:.1f} MB (before {row['rss_before_mb']:.1f} MB, "
+                     f"VmHWM {row['hwm_mb']:.1f} MB); {row['completed']}/{row['streams']} streams completed, "
+                     f"{row['max_in_flight']} at once")
+    return lines
+
+
+def format_size(size: dict) -> list[str]:
+    if not size.get("measured"):
+        return [f"Package size: not measured ({size.get('reason')})"]
+    return [f"Package size ({size['source']}): function {size['function_bytes'] / 1e6:.2f} MB + layer "
+            f"{size['layer_bytes'] / 1e6:.2f} MB = {size['total_mb']:.2f} MB unzipped"]
+
+
+def format_targets(checks: list[Check]) -> list[str]:
+    lines = ["Targets (issue 6):"]
+    for check in checks:
+        value = "-" if check.value is None else ("inf" if math.isinf(check.value) else f"{check.value:.2f}")
+        bound = ">=" if check.at_least else "<="
+        lines.append(f"  {check.verdict:<12} {check.name}: {value} {check.unit} (target {bound} {check.limit:g})")
+    return lines
+
+
+def format_report(report: dict) -> str:
+    meta = report["meta"]
+    load_average = ", ".join(f"{x:.2f}" for x in meta.get("load_average_at_start", ()))
+    lines = [f"switchboard bench, {meta['started_utc']}: {meta['cpus']} CPUs, Python {meta['python']}, "
+             f"run took {meta.get('duration_s', 0):.0f} s (load average at start {load_average})", ""]
+    if report.get("load"):
+        load = report["load"]
+        lines += format_load(load) + format_tail(load, load["settings"]["tokens"]) + [""]
+    if report.get("coldstart"):
+        lines += format_coldstart(report["coldstart"]) + [""]
+    if report.get("memory"):
+        lines += [f"Memory: {report['memory_streams']} concurrent streams (50 tokens, 20 ms apart)"]
+        lines += format_memory(report["memory"]) + [""]
+    if report.get("size"):
+        lines += format_size(report["size"]) + [""]
+    lines += format_targets(targets(report))
+    for failure in report.get("failures", []):
+        lines.append(f"HARNESS FAILURE: {failure}")
+    return "\n".join(lines)

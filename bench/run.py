@@ -1,0 +1,217 @@
+"""`make bench`: the gateway's overhead against going direct (and LiteLLM's, with BENCH_PEERS=litellm),
+its cold start against a bare FastAPI app, its memory under 200 streams and its package size.
+
+Run from the repository root: `.venv/bin/python -m bench.run`. Settings (environment):
+  BENCH_REQUESTS     streams per target per concurrency level (default 200)
+  BENCH_CONCURRENCY  comma-separated levels (default 1,10,50)
+  BENCH_PEERS        `litellm` to also measure LiteLLM's proxy (installed in a throwaway venv under /tmp)
+  BENCH_COLD_TRIALS  fresh processes per app for cold start (default 7; 0 skips)
+  BENCH_MEMORY_STREAMS  concurrent streams for the memory check (default 200; 0 skips)
+  BENCH_SAM_BUILD    an existing `sam build` directory to size; BENCH_SIZE=0 skips sizing
+  BENCH_LITELLM_VENV where LiteLLM goes (reused when already there); BENCH_LITELLM_FRESH=1 reinstalls
+Exit status 0 whatever the numbers; non-zero only when the harness itself failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import coldstart, footprint
+from bench.load import Target, interleaved, make_client, warm_up
+from bench.report import DIRECT, GATEWAY, GATEWAY_ASGI, LITELLM, format_report, load_level, raw_samples, write_json
+from bench.servers import (
+    GATEWAY_KEY,
+    LITELLM_MASTER_KEY,
+    LITELLM_MODEL,
+    ROOT,
+    Fleet,
+    HarnessError,
+    Server,
+    gateway_env,
+    install_litellm,
+    litellm_venv,
+    spawn_uvicorn,
+    start_gateway,
+    start_litellm,
+    start_simulator,
+)
+
+TOKENS = 20
+WARM_UP_REQUESTS = 20
+GATEWAY_MODEL = "openai/echo"  # the OpenAI-compatible path with a provider key, as a real deployment runs
+SERVE_MEMORY = "gateway (switchboard serve, embedded moto ledger)"
+LAMBDA_MEMORY = "gateway (uvicorn switchboard.asgi:app, as on Lambda)"
+
+
+@dataclass(frozen=True)
+class Config:
+    requests: int
+    concurrency: tuple[int, ...]
+    peers: frozenset[str]
+    cold_trials: int
+    memory_streams: int
+
+    @classmethod
+    def from_env(cls) -> Config:
+        env = os.environ
+        return cls(
+            requests=int(env.get("BENCH_REQUESTS", "200")),
+            concurrency=tuple(int(c) for c in env.get("BENCH_CONCURRENCY", "1,10,50").split(",") if c.strip()),
+            peers=frozenset(p.strip().lower() for p in env.get("BENCH_PEERS", "").split(",") if p.strip()),
+            cold_trials=int(env.get("BENCH_COLD_TRIALS", "7")),
+            memory_streams=int(env.get("BENCH_MEMORY_STREAMS", "200")),
+        )
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def section(report: dict, name: str, measure: Callable[[], object]) -> None:
+    """Run one part of the bench; a harness failure is noted and the other parts still run."""
+    started = time.monotonic()
+    log(f"{name} ...")
+    try:
+        report[name] = measure()
+    except HarnessError as exc:
+        report.setdefault("failures", []).append(f"{name}: {exc}")
+        log(f"{name} FAILED: {exc}")
+    report["meta"]["section_s"][name] = round(time.monotonic() - started, 1)
+
+
+async def measure_load(targets: list[Target], config: Config) -> dict:
+    async with make_client(max(config.concurrency) * len(targets) + 10) as client:
+        warm_errors = await warm_up(client, targets, WARM_UP_REQUESTS)
+        for name, errors in warm_errors.items():
+            if len(errors) == WARM_UP_REQUESTS:
+                raise HarnessError(f"every warm-up stream to {name} failed, e.g. {errors[0]}")
+        levels, samples = {}, {}
+        for concurrency in config.concurrency:
+            results = await interleaved(client, targets, concurrency, config.requests)
+            levels[str(concurrency)] = load_level(results)
+            samples[str(concurrency)] = raw_samples(results)
+            log(f"  c={concurrency} done")
+    return {"settings": {"requests_per_target": config.requests, "tokens": TOKENS,
+                         "warm_up_per_target": WARM_UP_REQUESTS, "targets": [t.name for t in targets]},
+            "levels": levels, "samples": samples}
+
+
+async def _memory_of(server: Server, streams: int) -> dict:
+    target = Target(GATEWAY, server.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY)
+    async with make_client(streams + 10) as client:
+        await warm_up(client, [target], WARM_UP_REQUESTS)
+        return await footprint.rss_under_load(client, target, server.pid, streams)
+
+
+def start_lambda_shaped(fleet: Fleet, simulator: Server, home: Path) -> Server:
+    """The gateway as the web adapter runs it (handler/run.sh), with no ledger table: records go to the log."""
+    server = spawn_uvicorn(fleet, "gateway-asgi", coldstart.GATEWAY_APP, gateway_env(home, simulator.url))
+    server.wait_ready("/health")
+    return server
+
+
+def measure_memory(fleet: Fleet, gateway: Server, simulator: Server, home: Path, streams: int) -> dict:
+    """Peak RSS under `streams` streams: the running `serve` gateway, and a fresh Lambda-shaped process."""
+    memory = {SERVE_MEMORY: asyncio.run(_memory_of(gateway, streams))}
+    lambda_like = start_lambda_shaped(fleet, simulator, home)
+    try:
+        memory[LAMBDA_MEMORY] = asyncio.run(_memory_of(lambda_like, streams))
+    finally:
+        fleet.stop(lambda_like)
+    return memory
+
+
+def litellm_target(fleet: Fleet, simulator: Server, home: Path, report: dict) -> Target:
+    venv = litellm_venv()
+    log(f"LiteLLM proxy from {venv} (installed there first if missing: about a minute) ...")
+    command, install_s = install_litellm(venv, home / "litellm-install.log")
+    report["meta"]["litellm_install_s"] = round(install_s, 1)
+    log(f"LiteLLM installed in {install_s:.0f} s" if install_s else "LiteLLM: reusing the earlier install")
+    server = start_litellm(fleet, command, simulator.url, home)
+    log(f"LiteLLM proxy ready on {server.url}")
+    return Target(LITELLM, server.url + "/v1", LITELLM_MODEL, LITELLM_MASTER_KEY)
+
+
+def new_report(config: Config) -> dict:
+    return {"meta": {"started_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "cpus": os.cpu_count(),
+                     "python": platform.python_version(), "machine": platform.machine(),
+                     "config": {"requests": config.requests, "concurrency": list(config.concurrency),
+                                "peers": sorted(config.peers), "cold_trials": config.cold_trials,
+                                "memory_streams": config.memory_streams}, "section_s": {},
+                     "load_average_at_start": os.getloadavg()},
+            "memory_streams": config.memory_streams, "memory_target_process": LAMBDA_MEMORY}
+
+
+def run(config: Config, scratch: Path) -> dict:
+    report = new_report(config)
+    with Fleet(scratch / "logs") as fleet:
+        simulator = start_simulator(fleet, TOKENS, scratch)
+        gateway = start_gateway(fleet, simulator.url, scratch)
+        log(f"simulator on {simulator.url}, gateway on {gateway.url}")
+        asgi = start_lambda_shaped(fleet, simulator, scratch)
+        targets = [Target(DIRECT, simulator.url + "/v1", "echo"),
+                   Target(GATEWAY, gateway.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY),
+                   Target(GATEWAY_ASGI, asgi.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY)]
+        if LITELLM in config.peers:
+            try:
+                targets.append(litellm_target(fleet, simulator, scratch, report))
+            except HarnessError as exc:
+                report.setdefault("failures", []).append(f"litellm: {exc}")
+                log(f"LiteLLM not measured: {exc}")
+        section(report, "load", lambda: asyncio.run(measure_load(targets, config)))
+        if config.cold_trials > 0:
+            section(report, "coldstart", lambda: coldstart.summarize_trials(coldstart.run_trials(
+                fleet, scratch, simulator.url, GATEWAY_MODEL, config.cold_trials)))
+        if config.memory_streams > 0:
+            section(report, "memory", lambda: measure_memory(fleet, gateway, simulator, scratch,
+                                                             config.memory_streams))
+    section(report, "size", lambda: footprint.measure_size(scratch))
+    return report
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    config = Config.from_env()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
+    scratch = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
+    started = time.monotonic()
+    try:
+        report = run(config, scratch)
+    except KeyboardInterrupt:
+        log("interrupted; every server this run started has been stopped")
+        shutil.rmtree(scratch, ignore_errors=True)
+        return 130
+    except HarnessError as exc:
+        log(f"harness failed: {exc}")
+        log(f"server logs kept in {scratch / 'logs'}")
+        return 1
+    report["meta"]["duration_s"] = round(time.monotonic() - started, 1)
+    report["meta"]["load_average_at_end"] = os.getloadavg()
+    print(format_report(report), flush=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = write_json(report, ROOT / "bench" / "results", stamp)
+    log(f"wrote {path.relative_to(ROOT)} and bench/results/latest.json")
+    if report.get("failures"):
+        log(f"server logs kept in {scratch / 'logs'}")
+        return 1
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

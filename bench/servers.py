@@ -1,0 +1,231 @@
+"""The servers under test, each in a process of its own on a free loopback port, and their shutdown.
+
+Every process starts in a new session, so Ctrl-C in the terminal reaches only the harness, which then
+stops exactly the process groups it started (`Fleet.stop_all`, also run at exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(os.environ.get("BENCH_VENV_BIN") or ROOT / ".venv" / "bin")
+HOST = "127.0.0.1"
+
+GATEWAY_KEY = "sb-bench-key-fake"
+OPENAI_KEY = "sk-bench-fake"
+LITELLM_MASTER_KEY = "sk-bench-master-fake"
+LITELLM_VERSION = "1.106.2"
+LITELLM_MODEL = "bench-echo"
+
+UVICORN_FLAGS = ("--host", HOST, "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2")
+
+
+class HarnessError(RuntimeError):
+    """The harness could not do its job (a server would not start, an install failed)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def health_ok(port: int, path: str = "/health", timeout: float = 1.0) -> bool:
+    """One raw HTTP/1.1 GET; True on a 200. Light enough to poll every 2 ms while a process starts."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+            return sock.recv(64).startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    started_at: float  # perf_counter just before the process was spawned
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_ready(self, path: str = "/health", timeout: float = 30.0, poll_s: float = 0.002) -> float:
+        """Seconds from spawn to the first 200 on `path`; HarnessError if it dies or takes too long."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if health_ok(self.port, path):
+                return time.perf_counter() - self.started_at
+            if self.process.poll() is not None:
+                raise HarnessError(f"{self.name} exited with {self.process.returncode}; {self.log_tail()}")
+            time.sleep(poll_s)
+        raise HarnessError(f"{self.name} not ready on {self.url}{path} within {timeout:.0f} s; {self.log_tail()}")
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return f"last of {self.log_path}:\n{text[-chars:]}"
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM to the process group this harness started, SIGKILL if it lingers."""
+        if self.process.poll() is not None:
+            return
+        _signal_group(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)  # the group id is the pid: start_new_session made it the leader
+    except ProcessLookupError:
+        pass
+
+
+@dataclass
+class Fleet:
+    """Starts servers and remembers them, so every exit path stops them all."""
+
+    log_dir: Path
+    servers: list[Server] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.stop_all)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int) -> Server:
+        log_path = self.log_dir / f"{name}-{port}.log"
+        log = log_path.open("wb")
+        started_at = time.perf_counter()
+        try:
+            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise HarnessError(f"cannot start {name} ({argv[0]}): {exc}") from None
+        finally:
+            log.close()  # the child holds its own copy
+        server = Server(name, process, port, log_path, started_at)
+        self.servers.append(server)
+        return server
+
+    def stop(self, server: Server) -> None:
+        server.stop()
+        if server in self.servers:
+            self.servers.remove(server)
+
+    def stop_all(self) -> None:
+        while self.servers:
+            self.servers.pop().stop()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_all()
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """A clean environment: the caller's PATH and locale, no provider keys or AWS settings leaking in."""
+    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", AWS_DEFAULT_REGION="us-east-1", NO_PROXY="127.0.0.1,localhost")
+    return env
+
+
+def gateway_env(home: Path, simulator_url: str) -> dict[str, str]:
+    return {**base_env(home), "SIMULATOR_BASE_URL": simulator_url + "/v1", "OPENAI_BASE_URL": simulator_url + "/v1",
+            "OPENAI_API_KEY": OPENAI_KEY, "SWITCHBOARD_API_KEYS": GATEWAY_KEY, "SWITCHBOARD_HOME": str(home)}
+
+
+def start_simulator(fleet: Fleet, tokens: int, home: Path) -> Server:
+    port = free_port()
+    argv = [str(VENV_BIN / "switchboard"), "simulator", "--host", HOST, "--port", str(port),
+            "--first-token-ms", "0", "--tokens", str(tokens), "--gap-ms", "0"]
+    server = fleet.spawn("simulator", argv, base_env(home), port)
+    server.wait_ready("/health", timeout=30)
+    return server
+
+
+def start_gateway(fleet: Fleet, simulator_url: str, home: Path) -> Server:
+    """`switchboard serve` as `make run` runs it: the embedded AWS emulation records every call."""
+    port = free_port()
+    argv = [str(VENV_BIN / "switchboard"), "serve", "--host", HOST, "--port", str(port), "--no-simulator"]
+    server = fleet.spawn("gateway", argv, gateway_env(home, simulator_url), port)
+    server.wait_ready("/health", timeout=60)
+    return server
+
+
+def spawn_uvicorn(fleet: Fleet, name: str, app: str, env: dict[str, str]) -> Server:
+    """`python -m uvicorn <app>` the way handler/run.sh starts it under the Lambda Web Adapter."""
+    port = free_port()
+    argv = [str(VENV_BIN / "python"), "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
+    return fleet.spawn(name, argv, env, port)
+
+
+# LiteLLM's proxy, installed into a throwaway virtual environment under /tmp.
+
+def litellm_venv() -> Path:
+    return Path(os.environ.get("BENCH_LITELLM_VENV") or f"/tmp/switchboard-bench-litellm-{LITELLM_VERSION}")
+
+
+def install_litellm(venv: Path, log: Path) -> tuple[Path, float]:
+    """(the `litellm` command, seconds spent installing; 0 when a previous run's install is reused)."""
+    marker = venv / ".bench-installed"
+    command = venv / "bin" / "litellm"
+    if marker.exists() and command.exists() and not os.environ.get("BENCH_LITELLM_FRESH"):
+        return command, 0.0
+    started = time.monotonic()
+    steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
+             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              f"litellm[proxy]=={LITELLM_VERSION}"]]
+    with log.open("wb") as out:
+        for step in steps:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, timeout=900).returncode != 0:
+                raise HarnessError(f"installing LiteLLM failed ({' '.join(step[:4])} ...); see {log}")
+    marker.touch()
+    return command, time.monotonic() - started
+
+
+def litellm_config(path: Path, simulator_url: str) -> Path:
+    path.write_text(
+        "model_list:\n"
+        f"  - model_name: {LITELLM_MODEL}\n"
+        "    litellm_params:\n"
+        "      model: openai/echo\n"
+        f"      api_base: {simulator_url}/v1\n"
+        f"      api_key: {OPENAI_KEY}\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+    )
+    return path
+
+
+def start_litellm(fleet: Fleet, command: Path, simulator_url: str, home: Path) -> Server:
+    port = free_port()
+    config = litellm_config(home / "litellm-config.yaml", simulator_url)
+    env = {**base_env(home), "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
+    argv = [str(command), "--config", str(config), "--host", HOST, "--port", str(port)]
+    server = fleet.spawn("litellm", argv, env, port)
+    server.wait_ready("/health/liveliness", timeout=180, poll_s=0.05)
+    return server

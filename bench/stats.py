@@ -1,0 +1,185 @@
+"""The harness's pure parts: percentiles, the SSE stream watcher that clocks TTFT, and the targets.
+
+Nothing here touches a socket or a clock, so tests/unit/test_bench_stats.py can check it all quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), interpolated linearly between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside 0..100")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float | int]:
+    """n, p50/p90/p99, mean, min and max of `values` (empty: just n = 0)."""
+    if not values:
+        return {"n": 0}
+    summary: dict[str, float | int] = {"n": len(values)}
+    for q in PERCENTILES:
+        summary[f"p{q}"] = percentile(values, q)
+    summary.update(mean=sum(values) / len(values), min=min(values), max=max(values))
+    return summary
+
+
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals open at one moment (how many streams really ran at once)."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                   key=lambda edge: (edge[0], edge[1]))
+    open_now = peak = 0
+    for _, step in edges:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
+class StreamWatcher:
+    """Reads an OpenAI SSE byte stream as it arrives, in chunks split anywhere.
+
+    `first_token` turns true with the first event whose `choices[0].delta.content` is non-empty (what a
+    voice agent can speak), `done` with `data: [DONE]`. Lines may end in LF or CRLF.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._data: list[bytes] = []
+        self.first_token = False
+        self.done = False
+        self.content_events = 0
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._pending += data
+        *lines, self._pending = self._pending.split(b"\n")
+        for line in lines:
+            self._line(line.removesuffix(b"\r"))
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        # event:, id:, retry: and comments carry nothing the clock needs
+
+    def _dispatch(self) -> None:
+        if not self._data:
+            return
+        data, self._data = b"\n".join(self._data), []
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            self.error = self.error or "an SSE event that is not JSON"
+            return
+        if not isinstance(event, dict):
+            return
+        if "error" in event:
+            self.error = self.error or f"error event: {str(event['error'])[:200]}"
+        if _content(event):
+            self.content_events += 1
+            self.first_token = True
+
+
+def _content(event: dict) -> str:
+    choices = event.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return ""
+    delta = choices[0].get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One target from issue 6: a measured value against its limit."""
+
+    name: str
+    value: float | None  # None: not measured in this run
+    limit: float
+    unit: str
+    at_least: bool = False  # True: the value must reach the limit; False: stay at or under it
+
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value >= self.limit if self.at_least else self.value <= self.limit
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "MISSED", None: "not measured"}[self.met]
+
+
+def added(target_ms: float | None, direct_ms: float | None) -> float | None:
+    """What a hop adds over going direct (None when either side is missing)."""
+    if target_ms is None or direct_ms is None:
+        return None
+    return target_ms - direct_ms
+
+
+def ratio(slower_added_ms: float | None, gateway_added_ms: float | None) -> float | None:
+    """How many times more a peer adds than the gateway; infinite when the gateway adds nothing measurable."""
+    if slower_added_ms is None or gateway_added_ms is None:
+        return None
+    if gateway_added_ms <= 0:
+        return math.inf if slower_added_ms > 0 else None
+    return slower_added_ms / gateway_added_ms
+
+
+def evaluate(measured: dict[str, float | None]) -> list[Check]:
+    """The issue's targets against `measured` (keys below; a missing key means not measured).
+
+    Overhead is judged on `switchboard serve` ("gateway"); the Lambda-shaped process ("gw-asgi") is
+    judged too, when measured, since that is what runs in production.
+    """
+    get = measured.get
+    overhead = [
+        Check("gateway added TTFT p50 at c=1", get("gateway_added_ttft_p50_ms_c1"), 1.0, "ms"),
+        Check("gateway added TTFT p50 at c=10", get("gateway_added_ttft_p50_ms_c10"), 10.0, "ms"),
+    ]
+    for c, limit in ((1, 1.0), (10, 10.0)):
+        if get(f"gw_asgi_added_ttft_p50_ms_c{c}") is not None:
+            overhead.append(Check(f"gw-asgi added TTFT p50 at c={c}", get(f"gw_asgi_added_ttft_p50_ms_c{c}"),
+                                  limit, "ms"))
+    return overhead + [
+        Check("LiteLLM added / gateway added TTFT p50 at c=1", get("litellm_ratio_c1"), 10.0, "x", at_least=True),
+        Check("LiteLLM added / gateway added TTFT p50 at c=10", get("litellm_ratio_c10"), 10.0, "x", at_least=True),
+        Check("cold start to /health, gateway / bare app (medians)", get("health_ratio"), 1.3, "x"),
+        Check("first chat TTFT minus warm chat TTFT in a fresh process (median)", get("first_minus_warm_ms"),
+              100.0, "ms"),
+        Check("gateway peak RSS with 200 concurrent streams (as on Lambda)", get("rss_peak_mb"), 150.0, "MB"),
+        Check("sam build: function + layer unzipped", get("package_mb"), 25.0, "MB"),
+    ]
+
+
+def json_safe(value: object) -> object:
+    """`value` with infinities and NaN spelled as strings, so the JSON stays strict."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,16 +1,20 @@
 """The embedded AWS emulation `switchboard serve` starts when no AWS is configured.
 
-moto in server mode, in-process, holding the call table and both secrets, so `make run` records and
-reports calls on a machine with no AWS account through exactly the boto3 code used on AWS. Its address
-is left in `$SWITCHBOARD_HOME/local-stack.json` (default `~/.switchboard/`) for the CLI to find.
-Nothing is kept across restarts.
+moto in server mode, holding the call table and both secrets, so `make run` records and reports calls
+on a machine with no AWS account through exactly the boto3 code used on AWS. It runs as a child
+process, not a thread: moto's work would otherwise hold the gateway's GIL and slow every stream.
+Its address is left in `$SWITCHBOARD_HOME/local-stack.json` (default `~/.switchboard/`) for the CLI
+to find. Nothing is kept across restarts.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,12 +40,48 @@ class LocalStackInfo:
                 "SWITCHBOARD_GATEWAY_KEYS_SECRET": self.gateway_keys_secret}
 
 
+class MotoProcess:
+    """`python -m moto.server` as a child process, with ThreadedMotoServer's start/stop interface."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host, self.port = host, port
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        if not self.port:
+            with socket.socket() as probe:
+                probe.bind((self.host, 0))
+                self.port = probe.getsockname()[1]
+        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the AWS emulation (moto) exited at start with code {self.process.returncode}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("the AWS emulation (moto) did not start")
+
+    def get_host_and_port(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 class LocalStack:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.server = MotoProcess(host, port)
         self.info: LocalStackInfo | None = None
 
     def start(self, write_state: bool = True) -> LocalStackInfo:

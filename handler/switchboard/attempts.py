@@ -14,12 +14,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-import httpx
-
 from switchboard.ledger.record import CallRecord
 from switchboard.policy import CallPlan
 from switchboard.providers import adapter
 from switchboard.providers.base import Chunk, UpstreamError
+from switchboard.providers.http1 import Pool
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
@@ -32,13 +31,21 @@ class _Puller:
 
     __slots__ = ("iterator", "task")
 
-    def __init__(self, iterator: AsyncIterator[Chunk]) -> None:
+    def __init__(self, iterator: AsyncIterator[list[Chunk]]) -> None:
         self.iterator = iterator
         self.task: asyncio.Future | None = None
 
-    async def next(self, until: float | None):
+    async def next(self, until: float | None, abandon_on_timeout: bool = False):
+        """The next item, or _TIMEOUT at `until`. With `abandon_on_timeout` the read is cancelled then
+        (cheap: no task), otherwise it stays pending for the next call (buffer words keep waiting)."""
         if until is None and self.task is None:
             return await self.iterator.__anext__()  # no clock running: the plain, cheapest path
+        if abandon_on_timeout and self.task is None:
+            try:
+                async with asyncio.timeout(max(until - time.perf_counter(), 0.0)):
+                    return await self.iterator.__anext__()
+            except TimeoutError:
+                return _TIMEOUT
         if self.task is None:
             self.task = asyncio.ensure_future(self.iterator.__anext__())
         timeout = None if until is None else max(until - time.perf_counter(), 0.0)
@@ -73,7 +80,7 @@ def retryable(error: UpstreamError) -> bool:
 
 
 class Attempts:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings, plan: CallPlan, body: dict,
+    def __init__(self, client: Pool, settings: Settings, plan: CallPlan, body: dict,
                  record: CallRecord, started: float) -> None:
         self.client = client
         self.settings = settings
@@ -87,8 +94,8 @@ class Attempts:
     def _buffer_pending(self) -> float | None:
         return self.buffer_due if self.buffer_due is not None and not self.record.buffer_words else None
 
-    async def stream(self) -> AsyncIterator[Chunk | object]:
-        """BUFFER at most once, then the winning route's chunks; raises the last error if every route fails."""
+    async def stream(self) -> AsyncIterator[list[Chunk] | object]:
+        """BUFFER at most once, then the winning route's batches of chunks; raises the last error if all fail."""
         last_error: UpstreamError | None = None
         for route in self.plan.routes:
             retry = 0
@@ -108,14 +115,14 @@ class Attempts:
                     else:
                         self._log_attempt(route, "ok", 200, attempt_started)
                         self.record.provider, self.record.model = route.provider, route.model
-                        for chunk in held:
-                            yield chunk
+                        if held:
+                            yield held
                         while True:  # committed: relayed as is, never switched
                             try:
-                                chunk = await upstream.next(None)
+                                batch = await upstream.next(None)
                             except StopAsyncIteration:
                                 return
-                            yield chunk
+                            yield batch
                 finally:
                     await upstream.aclose()
                 wait = self._retry_wait(last_error, retry)
@@ -134,18 +141,21 @@ class Attempts:
         while True:
             buffer_due = self._buffer_pending()
             try:
-                item = await upstream.next(min(deadline, buffer_due) if buffer_due else deadline)
+                if buffer_due is None or buffer_due >= deadline:
+                    item = await upstream.next(deadline, abandon_on_timeout=True)
+                else:
+                    item = await upstream.next(buffer_due)
             except StopAsyncIteration:
                 return  # ended without content: nothing better will come from retrying
             if item is _TIMEOUT:
-                if buffer_due is not None and time.perf_counter() >= buffer_due:
+                if buffer_due is not None and buffer_due < deadline and time.perf_counter() >= buffer_due:
                     self.record.buffer_words = True
                     yield BUFFER
                     continue
                 raise UpstreamError(504, f"No first token within {round((deadline - attempt_started) * 1000)} ms.",
                                     kind="first_token_timeout")
-            held.append(item)
-            if is_first_token(item[1]):
+            held.extend(item)
+            if any(is_first_token(parsed) for _payload, parsed in item):
                 return
 
     async def complete(self) -> dict:

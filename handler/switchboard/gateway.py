@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import Callable
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,6 +20,7 @@ from switchboard.ledger.store import CallStore
 from switchboard.policy import plan
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
+from switchboard.providers.http1 import Pool
 from switchboard.ratelimit import Limits, RateLimiter
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
@@ -31,17 +31,14 @@ from switchboard.settings import Settings
 ProviderKeys = Callable[[str], "str | None"]
 
 
-def upstream_client(settings: Settings) -> httpx.AsyncClient:
+def upstream_client(settings: Settings) -> Pool:
     """One pooled client for every upstream: keep-alive connections save a TLS handshake per call."""
-    timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
-                            write=settings.read_timeout_s, pool=settings.connect_timeout_s)
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=60)
-    return httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False, trust_env=False)
+    return Pool(connect_timeout=settings.connect_timeout_s, read_timeout=settings.read_timeout_s)
 
 
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
-                 client: httpx.AsyncClient | None = None, store: CallStore | None = None,
+                 client: Pool | None = None, store: CallStore | None = None,
                  secrets: Secrets | None = None, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or RateLimiter()

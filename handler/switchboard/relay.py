@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-import httpx
 from starlette.responses import JSONResponse, Response
 
 from switchboard.attempts import BUFFER, Attempts
@@ -19,6 +18,7 @@ from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
 from switchboard.policy import CallPlan
 from switchboard.protocol import SSE_DONE, SSE_HEADERS, GatewayError, dumps, error_body, sse_data
 from switchboard.providers.base import UpstreamError
+from switchboard.providers.http1 import Pool
 from switchboard.request import ChatRequest
 from switchboard.settings import Settings
 
@@ -86,7 +86,7 @@ def _int(value: object) -> int | None:
 
 
 class Relay:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings, recorder: Recorder) -> None:
+    def __init__(self, client: Pool, settings: Settings, recorder: Recorder) -> None:
         self.client = client
         self.settings = settings
         self.recorder = recorder
@@ -118,11 +118,11 @@ class Relay:
                     yield sse_data(buffer_chunk(record))
                     sent = True
                     continue
-                payload, parsed = item  # type: ignore[misc]
-                if observer.observe(parsed) and not include_usage:
-                    continue
-                yield sse_data(payload)
-                sent = True
+                frames = [b"data: " + payload + b"\n\n" for payload, parsed in item  # type: ignore[attr-defined]
+                          if not observer.observe(parsed) or include_usage]
+                if frames:  # one write for everything this upstream read brought
+                    yield frames[0] if len(frames) == 1 else b"".join(frames)
+                    sent = True
                 if CallClock.now() > total_deadline:
                     raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
         except (UpstreamError, GatewayError) as exc:
@@ -151,7 +151,8 @@ class Relay:
         if record.outcome == "pending":
             record.outcome = "stop"
         observer.finish_trace(self.settings.trace_max_chars)
-        await self._record(record, clock, observer)
+        with anyio.CancelScope(shield=True):  # a hang-up now must not cost the record
+            await self._record(record, clock, observer)
         yield SSE_DONE
 
     async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,

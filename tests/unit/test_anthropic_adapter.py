@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from switchboard.providers import anthropic
 from switchboard.providers.base import UpstreamError
+from switchboard.providers.http1 import Pool
 from switchboard.routing import Route
 from switchboard.settings import Settings
 from switchboard.simulator import SimulatorApp
@@ -239,8 +240,8 @@ def _stream(base_url: str, body: dict) -> list[dict]:
     """Every chunk the adapter yields, checked against the OpenAI SDK's type and its own bytes."""
     async def run() -> list[dict]:
         chunks = []
-        async with httpx.AsyncClient(timeout=5) as client:
-            async for raw, chunk in anthropic.stream(client, _route(base_url), body, SETTINGS):
+        async with Pool(connect_timeout=5, read_timeout=5) as client:
+            async for raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
                 assert json.loads(raw) == chunk
                 ChatCompletionChunk.model_validate(chunk)
                 chunks.append(chunk)
@@ -253,8 +254,8 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
     chunks: list[dict] = []
 
     async def run() -> None:
-        async with httpx.AsyncClient(timeout=5) as client:
-            async for _raw, chunk in anthropic.stream(client, _route(base_url), body, SETTINGS):
+        async with Pool(connect_timeout=5, read_timeout=5) as client:
+            async for _raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
                 chunks.append(chunk)
 
     with pytest.raises(UpstreamError) as caught:
@@ -264,7 +265,7 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
 
 def _complete(base_url: str, body: dict) -> dict:
     async def run() -> dict:
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with Pool(connect_timeout=5, read_timeout=5) as client:
             return await anthropic.complete(client, _route(base_url), body, SETTINGS)
 
     return asyncio.run(run())
@@ -388,16 +389,35 @@ def test_translator_survives_malformed_events():
 def test_stream_that_ends_before_message_stop_is_a_502():
     events = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"msg_x","model":"m",'
               b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n')
-    transport = httpx.MockTransport(lambda request: httpx.Response(
-        200, headers={"content-type": "text/event-stream"}, content=events))
+    canned = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(events)
+              + events)
     chunks: list[dict] = []
 
     async def run() -> None:
-        async with httpx.AsyncClient(transport=transport) as client:
-            route = _route("http://upstream.test")
-            async for _raw, chunk in anthropic.stream(client, route, _body(), SETTINGS):
-                chunks.append(chunk)
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(canned)
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with Pool(connect_timeout=5, read_timeout=5) as client:
+                route = _route(f"http://127.0.0.1:{port}")
+                async for _raw, chunk in _flat(anthropic.stream(client, route, _body(), SETTINGS)):
+                    chunks.append(chunk)
+        finally:
+            server.close()
 
     with pytest.raises(UpstreamError) as caught:
         asyncio.run(run())
     assert len(chunks) == 1 and caught.value.status == 502 and caught.value.kind == "stream_error"
+
+
+async def _flat(batches):
+    """The adapter yields a batch per upstream read; these tests look at the chunks one by one."""
+    async for batch in batches:
+        assert batch, "batches are never empty"
+        for chunk in batch:
+            yield chunk

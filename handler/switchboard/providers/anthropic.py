@@ -12,10 +12,9 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import httpx
-
 from switchboard.protocol import GatewayError, dumps
-from switchboard.providers.base import Chunk, UpstreamError, read_events, send
+from switchboard.providers.base import Chunk, UpstreamError, UpstreamRequest, read_body, read_events, send
+from switchboard.providers.http1 import Pool
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
@@ -341,8 +340,7 @@ def completion_from_message(message: dict, created: int | None = None) -> dict:
 # --- I/O -----------------------------------------------------------------------------------------
 
 
-def _request(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings,
-             stream: bool) -> httpx.Request:
+def _request(route: Route, body: dict, settings: Settings, stream: bool) -> UpstreamRequest:
     payload = messages_request(body, route.model, settings, stream)
     headers = {"content-type": "application/json", "accept-encoding": "identity",
                "anthropic-version": settings.anthropic_version}
@@ -350,23 +348,24 @@ def _request(client: httpx.AsyncClient, route: Route, body: dict, settings: Sett
         headers["x-api-key"] = route.api_key
     if stream:
         headers["accept"] = "text/event-stream"
-    return client.build_request("POST", f"{route.base_url}/v1/messages", content=dumps(payload),
-                                headers=headers)
+    return UpstreamRequest(f"{route.base_url}/v1/messages", headers, dumps(payload))
 
 
-async def stream(client: httpx.AsyncClient, route: Route, body: dict,
-                 settings: Settings) -> AsyncIterator[Chunk]:
-    request = _request(client, route, body, settings, stream=True)
+async def stream(client: Pool, route: Route, body: dict, settings: Settings) -> AsyncIterator[list[Chunk]]:
+    request = _request(route, body, settings, stream=True)
     response = await send(client, request, route.provider)
     translator = StreamTranslator(route.model)
     try:
-        async for name, data in read_events(response, route.provider, _is_message_stop):
-            event = _parse_event(data, route.provider)
-            if name == b"error" or event.get("type") == "error":
-                raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
-                                    + _error_text(event.get("error")), kind="stream_error")
-            for chunk in translator.feed(event):
-                yield dumps(chunk), chunk
+        async for events in read_events(response, route.provider, _is_message_stop):
+            batch = []
+            for name, data in events:
+                event = _parse_event(data, route.provider)
+                if name == b"error" or event.get("type") == "error":
+                    raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
+                                        + _error_text(event.get("error")), kind="stream_error")
+                batch += [(dumps(chunk), chunk) for chunk in translator.feed(event)]
+            if batch:
+                yield batch
     finally:
         await response.aclose()
     if translator.done:
@@ -379,17 +378,9 @@ def _is_message_stop(name: bytes, data: bytes) -> bool:
     return name == b"message_stop" or (not name and b'"message_stop"' in data)
 
 
-async def complete(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> dict:
-    response = await send(client, _request(client, route, body, settings, stream=False), route.provider)
-    try:
-        raw = await response.aread()
-    except httpx.TimeoutException:
-        raise UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout") from None
-    except httpx.HTTPError as exc:
-        raise UpstreamError(502, f"Upstream provider '{route.provider}' broke the response "
-                            f"({type(exc).__name__}).", kind="stream_error") from None
-    finally:
-        await response.aclose()
+async def complete(client: Pool, route: Route, body: dict, settings: Settings) -> dict:
+    response = await send(client, _request(route, body, settings, stream=False), route.provider)
+    raw = await read_body(response, route.provider)
     try:
         message = json.loads(raw)
     except ValueError:

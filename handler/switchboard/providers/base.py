@@ -1,9 +1,10 @@
 """What every adapter shares: the upstream error type and the HTTP plumbing around it.
 
 An adapter module exposes two coroutines:
-  * `stream(client, route, body, settings)`: an async iterator of OpenAI chunks, each a
-    `(json_bytes, parsed_dict)` pair. It raises `UpstreamError` before its first chunk when the
-    upstream refuses or cannot be reached, and mid-stream when the stream breaks.
+  * `stream(client, route, body, settings)`: an async iterator of batches of OpenAI chunks, one
+    batch (a non-empty list) per upstream read, each chunk a `(json_bytes, parsed_dict)` pair. It
+    raises `UpstreamError` before its first batch when the upstream refuses or cannot be reached,
+    and mid-stream when the stream breaks.
   * `complete(client, route, body, settings)`: one `chat.completion` dict.
 `body` is the client's request, already cleaned by `switchboard.request`.
 """
@@ -13,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-
-import httpx
+from dataclasses import dataclass, field
 
 from switchboard.protocol import GatewayError
+from switchboard.providers import http1
 
 Chunk = tuple[bytes, dict]
+Batch = list[Chunk]
 
 
 class UpstreamError(Exception):
@@ -39,24 +41,44 @@ class UpstreamError(Exception):
         return GatewayError(self.status, self.message, code=code, headers=headers)
 
 
-async def send(client: httpx.AsyncClient, request: httpx.Request, provider: str) -> httpx.Response:
+@dataclass(frozen=True)
+class UpstreamRequest:
+    url: str
+    headers: dict[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+
+
+async def send(client: http1.Pool, request: UpstreamRequest, provider: str) -> http1.Response:
     """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
     try:
-        response = await client.send(request, stream=True)
-    except httpx.TimeoutException:
+        response = await client.request("POST", request.url, request.headers, request.body)
+    except http1.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except httpx.HTTPError as exc:
+    except http1.HTTPError as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({type(exc).__name__}).",
                             kind="connect_error") from None
     if response.status_code >= 300:
         try:
             raw = await response.aread()
-        except httpx.HTTPError:
+        except http1.HTTPError:
             raw = b""
         finally:
             await response.aclose()
         raise error_from_status(response.status_code, raw, provider, response.headers.get("retry-after"))
     return response
+
+
+async def read_body(response: http1.Response, provider: str) -> bytes:
+    """The whole (non-streamed) body; the response is closed either way."""
+    try:
+        return await response.aread()
+    except http1.Timeout:
+        raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
+    except http1.HTTPError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' broke the response ({type(exc).__name__}).",
+                            kind="stream_error") from None
+    finally:
+        await response.aclose()
 
 
 def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None) -> UpstreamError:
@@ -85,12 +107,15 @@ def upstream_message(raw: bytes) -> str:
     return ""
 
 
-async def read_events(response: httpx.Response, provider: str,
-                      is_last: Callable[[bytes, bytes], bool] | None = None) -> AsyncIterator[tuple[bytes, bytes]]:
-    """SSE events as the socket delivers them; a broken or truncated stream raises UpstreamError.
+async def read_events(response: http1.Response, provider: str, is_last: Callable[[bytes, bytes], bool] | None = None
+                      ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
+    """SSE events as the socket delivers them, a list per read; a broken or truncated stream raises UpstreamError.
+
+    Keeping a read's events together lets the relay answer them with one write: an upstream that
+    bursts twenty tokens costs one send, not twenty.
 
     After the event `is_last` recognises, the rest of the body (normally just the end of the chunked
-    encoding) is read so that httpx returns the connection to its pool: closing a response early drops
+    encoding) is read so that the connection goes back to its pool: closing a response early drops
     the connection, and the next call would pay for a new one, a TLS handshake included.
     """
     from switchboard.protocol import SSEDecoder
@@ -99,15 +124,17 @@ async def read_events(response: httpx.Response, provider: str,
     body = response.aiter_bytes()
     try:
         async for data in body:
-            for name, event in decoder.feed(data):
-                yield name, event
-                if is_last is not None and is_last(name, event):
-                    await _drain(body)
-                    return
-    except httpx.TimeoutException:
+            events = decoder.feed(data)
+            if not events:
+                continue
+            yield events
+            if is_last is not None and is_last(*events[-1]):
+                await _drain(body)
+                return
+    except http1.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
                             kind="timeout") from None
-    except httpx.HTTPError as exc:
+    except http1.HTTPError as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({type(exc).__name__}).",
                             kind="stream_error") from None
     if decoder.pending:
@@ -123,5 +150,5 @@ async def _drain(body: AsyncIterator[bytes], timeout_s: float = 0.25) -> None:
 
     try:
         await asyncio.wait_for(read_rest(), timeout_s)
-    except (TimeoutError, httpx.HTTPError):
+    except (TimeoutError, http1.HTTPError):
         pass

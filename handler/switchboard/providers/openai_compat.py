@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-import httpx
-
 from switchboard.protocol import dumps
-from switchboard.providers.base import Chunk, UpstreamError, read_events, send
+from switchboard.providers.base import Batch, UpstreamError, UpstreamRequest, read_body, read_events, send
+from switchboard.providers.http1 import Pool
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
 
-def _request(client: httpx.AsyncClient, route: Route, body: dict, stream: bool) -> httpx.Request:
+def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
     payload = dict(body)
     payload["model"] = route.model
     payload["stream"] = stream
@@ -32,33 +31,29 @@ def _request(client: httpx.AsyncClient, route: Route, body: dict, stream: bool) 
         headers["authorization"] = f"Bearer {route.api_key}"
     if stream:
         headers["accept"] = "text/event-stream"
-    return client.build_request("POST", f"{route.base_url}/chat/completions", content=dumps(payload),
-                                headers=headers)
+    return UpstreamRequest(f"{route.base_url}/chat/completions", headers, dumps(payload))
 
 
-async def stream(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> AsyncIterator[Chunk]:
-    response = await send(client, _request(client, route, body, stream=True), route.provider)
+async def stream(client: Pool, route: Route, body: dict, settings: Settings) -> AsyncIterator[Batch]:
+    response = await send(client, _request(route, body, stream=True), route.provider)
     finished = False  # a finish_reason was seen
     done = False
     try:
-        async for _event, data in read_events(response, route.provider, _is_done):
-            if data == b"[DONE]":
-                done = True
-                continue
-            try:
-                parsed = json.loads(data)
-            except ValueError:
-                raise UpstreamError(502, f"Upstream provider '{route.provider}' sent a chunk that is not JSON.",
-                                    kind="stream_error") from None
-            if not isinstance(parsed, dict):
-                continue
-            if "error" in parsed and "choices" not in parsed:
-                raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
-                                    + _error_text(parsed["error"]), kind="stream_error")
-            if not finished:
-                choices = parsed.get("choices")
-                finished = bool(choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"))
-            yield data, parsed
+        async for events in read_events(response, route.provider, _is_done):
+            batch: Batch = []
+            for _event, data in events:
+                if data == b"[DONE]":
+                    done = True
+                    continue
+                parsed = _parse(data, route.provider)
+                if parsed is None:
+                    continue
+                if not finished:
+                    choices = parsed.get("choices")
+                    finished = bool(choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"))
+                batch.append((data, parsed))
+            if batch:
+                yield batch
     finally:
         await response.aclose()
     if not (finished or done):  # closed cleanly, but before the answer was complete
@@ -66,17 +61,23 @@ async def stream(client: httpx.AsyncClient, route: Route, body: dict, settings: 
                             kind="stream_error")
 
 
-async def complete(client: httpx.AsyncClient, route: Route, body: dict, settings: Settings) -> dict:
-    response = await send(client, _request(client, route, body, stream=False), route.provider)
+def _parse(data: bytes, provider: str) -> dict | None:
     try:
-        raw = await response.aread()
-    except httpx.TimeoutException:
-        raise UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout") from None
-    except httpx.HTTPError as exc:
-        raise UpstreamError(502, f"Upstream provider '{route.provider}' broke the response "
-                            f"({type(exc).__name__}).", kind="stream_error") from None
-    finally:
-        await response.aclose()
+        parsed = json.loads(data)
+    except ValueError:
+        raise UpstreamError(502, f"Upstream provider '{provider}' sent a chunk that is not JSON.",
+                            kind="stream_error") from None
+    if not isinstance(parsed, dict):
+        return None
+    if "error" in parsed and "choices" not in parsed:
+        raise UpstreamError(502, f"Upstream provider '{provider}' failed mid-stream: " + _error_text(parsed["error"]),
+                            kind="stream_error")
+    return parsed
+
+
+async def complete(client: Pool, route: Route, body: dict, settings: Settings) -> dict:
+    response = await send(client, _request(route, body, stream=False), route.provider)
+    raw = await read_body(response, route.provider)
     try:
         parsed = json.loads(raw)
     except ValueError:

@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from switchboard.ledger.pricing import PriceCatalog
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
-from switchboard.observability import SERVICE, log_record, logger, metrics
+from switchboard.observability import SERVICE, call_fields, log_record, logger, metrics
 
 FALLBACK_MESSAGE = "call record not stored; logged in full instead"
+STORED_LATE = "call record stored after its fallback line; that line is superseded"
 
 
 class Recorder:
@@ -40,11 +41,45 @@ class Recorder:
             if self.release is not None:
                 await self.release(record.request_id)
             return
-        write = asyncio.wait_for(self.store.put_async(record), self.write_budget_s)
-        results = await asyncio.gather(write, *([self.release(record.request_id)] if self.release else []),
-                                       return_exceptions=True)
-        if isinstance(results[0], BaseException):  # includes the budget running out
-            log_record("error", FALLBACK_MESSAGE, record, reason=type(results[0]).__name__)
+        await asyncio.gather(self._store(record), *([self.release(record.request_id)] if self.release else []),
+                             return_exceptions=True)
+
+    async def _store(self, record: CallRecord) -> None:
+        """The call item within the budget, else the full record to the log: exactly one of the two counts.
+
+        A write still in flight when the budget runs out may land later; it then logs STORED_LATE, which
+        marks the fallback line above it as superseded, so a reader still finds one record.
+        """
+        try:
+            item, rollups = self.store.submit(record)
+        except Exception as exc:
+            log_record("error", FALLBACK_MESSAGE, record, reason=type(exc).__name__)
+            return
+        waiting = [asyncio.wrap_future(item)] + [asyncio.wrap_future(f) for f in rollups]
+        done, _pending = await asyncio.wait(waiting, timeout=self.write_budget_s)
+        if waiting[0] in done and waiting[0].exception() is None:
+            failed = [f for f in waiting[1:] if f not in done or f.exception() is not None]
+            if failed:
+                logger.warning("usage rollup not updated in time", extra=call_fields(record))
+            for future in waiting[1:]:
+                future.add_done_callback(_quiet)
+            return
+        reason = type(waiting[0].exception()).__name__ if waiting[0] in done else "TimeoutError"
+        log_record("error", FALLBACK_MESSAGE, record, reason=reason)
+        if waiting[0] not in done:
+            item.add_done_callback(lambda future: _stored_late(future, record))
+        for future in waiting:
+            future.add_done_callback(_quiet)
+
+
+def _quiet(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so asyncio does not complain about it
+
+
+def _stored_late(future, record: CallRecord) -> None:
+    if not future.cancelled() and future.exception() is None:
+        logger.info(STORED_LATE, extra=call_fields(record))
 
 
 def finish(record: CallRecord, clock: CallClock, prices: PriceCatalog) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -66,13 +66,15 @@ class CallStore:
         for future in self._submit(record):
             future.result()
 
-    async def put_async(self, record: CallRecord) -> None:
-        """`put` without blocking the event loop: the writes run on the store's own threads."""
-        import asyncio
+    def submit(self, record: CallRecord) -> tuple[Future, list[Future]]:
+        """Start the writes on the store's own threads: (the call item, the rollup updates).
 
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._submit(record)))
+        The call item is the record; the rollups are aggregates kept beside it.
+        """
+        futures = self._submit(record)
+        return futures[0], futures[1:]
 
-    def _submit(self, record: CallRecord) -> list:
+    def _submit(self, record: CallRecord) -> list[Future]:
         tasks = {record.task_id, schema.ALL_TASKS}
         return [self._pool.submit(self._put_call, record)] + [
             self._pool.submit(self._add_rollup, record, task) for task in tasks]

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from switchboard.gateway import Gateway
-from switchboard.protocol import GatewayError, error_body, error_type_for
+from switchboard.protocol import GatewayError, dumps, error_body, error_type_for
 from switchboard.settings import Settings
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
@@ -113,10 +113,13 @@ def _time(value: str | None, name: str) -> float | None:
     from switchboard.ledger.store import to_epoch
 
     try:
-        return to_epoch(value)
-    except ValueError:
+        epoch = to_epoch(value)
+    except (ValueError, OverflowError):
+        epoch = float("nan")
+    if epoch is not None and not 0 <= epoch < 253402300800:  # NaN fails too; 253402300800 is the year 10000
         raise GatewayError(400, f"{name} must be an ISO-8601 time such as 2026-11-22T10:00:00Z.", param=name,
-                           code="invalid_parameter") from None
+                           code="invalid_parameter")
+    return epoch
 
 
 def public_record(item: dict) -> dict:
@@ -158,15 +161,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _unexpected_error_response(exc)
 
 
-def _gateway_error_response(exc: GatewayError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+def _gateway_error_response(exc: GatewayError) -> Response:
+    return Response(dumps(exc.body()), status_code=exc.status, headers=exc.headers, media_type="application/json")
 
 
-def _unexpected_error_response(exc: Exception) -> JSONResponse:
+def _unexpected_error_response(exc: Exception) -> Response:
     from switchboard.observability import logger
 
     logger.exception("unexpected error", extra={"error_type": type(exc).__name__})
-    return JSONResponse(error_body("The gateway hit an unexpected error; it has been logged.", "server_error",
-                                   code="internal_error"), status_code=500)
+    return Response(dumps(error_body("The gateway hit an unexpected error; it has been logged.", "server_error",
+                                     code="internal_error")), status_code=500, media_type="application/json")
 
 

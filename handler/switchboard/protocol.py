@@ -66,8 +66,9 @@ def error_body(message: str, type: str, *, param: str | None = None, code: str |
 
 
 def dumps(obj: Any) -> bytes:
-    """Compact JSON, the way OpenAI frames its chunks."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact JSON, the way OpenAI frames its chunks. ASCII-only: a lone surrogate a client sent (valid
+    JSON escape, invalid UTF-8) stays escaped instead of breaking the encoding."""
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def sse_data(payload: bytes) -> bytes:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from switchboard.attempts import BUFFER, Attempts
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
@@ -237,8 +237,8 @@ class EventStreamResponse(Response):
         started = False
         async for chunk in self.chunks:
             if isinstance(chunk, GatewayError):  # failed before any byte: a plain JSON error instead
-                await JSONResponse(chunk.body(), status_code=chunk.status, headers=chunk.headers)(
-                    {"type": "http"}, _no_receive, send)
+                await Response(dumps(chunk.body()), status_code=chunk.status, headers=chunk.headers,
+                               media_type="application/json")({"type": "http"}, _no_receive, send)
                 return
             if not started:
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self._headers()})

@@ -135,13 +135,32 @@ def _check_messages(messages: object) -> None:
             raise GatewayError(400, f"messages[{index}] must be an object.", param=f"messages[{index}]",
                                code="invalid_type")
         role = message.get("role")
-        if role not in VALID_ROLES:
+        if not isinstance(role, str) or role not in VALID_ROLES:
             raise GatewayError(400, f"messages[{index}].role must be one of {', '.join(sorted(VALID_ROLES))}.",
                                param=f"messages[{index}].role", code="invalid_role")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
             raise GatewayError(400, f"messages[{index}].content must be a string or an array of parts.",
                                param=f"messages[{index}].content", code="invalid_type")
+        if isinstance(content, list) and not all(isinstance(part, dict) and isinstance(part.get("type"), str)
+                                                 for part in content):
+            raise GatewayError(400, f"messages[{index}].content parts must be objects with a 'type'.",
+                               param=f"messages[{index}].content", code="invalid_type")
+        _check_tool_calls(message.get("tool_calls"), index)
+
+
+def _check_tool_calls(tool_calls: object, index: int) -> None:
+    if tool_calls is None:
+        return
+    where = f"messages[{index}].tool_calls"
+    if not isinstance(tool_calls, list):
+        raise GatewayError(400, f"{where} must be an array.", param=where, code="invalid_type")
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or (
+                function.get("arguments") is not None and not isinstance(function["arguments"], str)):
+            raise GatewayError(400, f"{where} entries must be {{'id', 'type': 'function', 'function': {{'name', "
+                               "'arguments' (a JSON string)}}}}.", param=where, code="invalid_tool_call")
 
 
 def _check_tools(tools: object) -> None:

@@ -109,7 +109,7 @@ def _header_ms(headers: dict[str, str], name: str) -> int | None:
     if raw is None:
         return None
     value = raw.strip()
-    if not value.isdigit() or int(value) > MAX_TIMEOUT_MS:
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_TIMEOUT_MS:
         raise GatewayError(400, f"{name} must be a whole number of milliseconds from 0 to {MAX_TIMEOUT_MS}.",
                            param=name, code="invalid_header")
     return int(value)

@@ -8,6 +8,7 @@ tolerated and forwarded: OpenAI-compatible hosts grow new ones faster than any g
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from switchboard.protocol import GatewayError
@@ -41,7 +42,7 @@ def _no_constants(name: str) -> None:
 
 def parse_json(raw: bytes) -> dict:
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)  # UTF-8 only, as JSON APIs require
     except UnicodeDecodeError:
         raise GatewayError(400, "The request body is not valid UTF-8.", code="invalid_json") from None
     except json.JSONDecodeError as exc:
@@ -55,7 +56,21 @@ def parse_json(raw: bytes) -> dict:
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _too_deep(body):  # counting is cheap; walking is not
         raise GatewayError(400, f"The request body is nested deeper than {MAX_DEPTH} levels.", code="invalid_json")
+    if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(body):
+        raise GatewayError(400, "The request body contains a lone UTF-16 surrogate escape, which is not text.",
+                           code="invalid_json")
     return body
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(body: dict) -> bool:
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _too_deep(value: object) -> bool:
@@ -89,6 +104,7 @@ def chat_request(body: dict, headers: dict[str, str]) -> ChatRequest:
     tools = body.get("tools")
     if tools is not None:
         _check_tools(tools)
+    _check_parameters(body)
 
     cleaned = dict(body)
     extra_body = cleaned.pop("elevenlabs_extra_body", None)
@@ -130,6 +146,9 @@ def _check_messages(messages: object) -> None:
         raise GatewayError(400, "'messages' is required.", param="messages", code="missing_messages")
     if not isinstance(messages, list) or not messages:
         raise GatewayError(400, "'messages' must be a non-empty array.", param="messages", code="invalid_type")
+    if len(messages) > MAX_MESSAGES:
+        raise GatewayError(400, f"'messages' has more than {MAX_MESSAGES} entries.", param="messages",
+                           code="too_many_messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise GatewayError(400, f"messages[{index}] must be an object.", param=f"messages[{index}]",
@@ -147,6 +166,41 @@ def _check_messages(messages: object) -> None:
             raise GatewayError(400, f"messages[{index}].content parts must be objects with a 'type'.",
                                param=f"messages[{index}].content", code="invalid_type")
         _check_tool_calls(message.get("tool_calls"), index)
+        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+            raise GatewayError(400, f"messages[{index}] has role 'tool' but no 'tool_call_id' string.",
+                               param=f"messages[{index}].tool_call_id", code="invalid_tool_message")
+
+
+MAX_MESSAGES = 10_000
+MAX_TOOLS = 512
+# name -> (types, lowest, highest): the sampling parameters every provider shares, checked here so a typo
+# is a clear 400 from the gateway rather than whatever each upstream makes of it.
+NUMERIC_PARAMETERS = {
+    "max_tokens": (int, 1, 10_000_000), "max_completion_tokens": (int, 1, 10_000_000),
+    "temperature": (int | float, 0, 2), "top_p": (int | float, 0, 1), "n": (int, 1, 16),
+    "presence_penalty": (int | float, -2, 2), "frequency_penalty": (int | float, -2, 2),
+}
+
+
+def _check_parameters(body: dict) -> None:
+    for name, (kinds, lowest, highest) in NUMERIC_PARAMETERS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kinds) or not lowest <= value <= highest:
+            raise GatewayError(400, f"'{name}' must be a number from {lowest} to {highest}.", param=name,
+                               code="invalid_parameter")
+    choice = body.get("tool_choice")
+    if choice is not None and not (choice in ("auto", "none", "required") or (
+            isinstance(choice, dict) and isinstance((choice.get("function") or {}).get("name"), str))):
+        raise GatewayError(400, "'tool_choice' must be 'auto', 'none', 'required' or "
+                           "{'type': 'function', 'function': {'name': ...}}.", param="tool_choice",
+                           code="invalid_parameter")
+    stop = body.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and len(stop) <= 16 and all(isinstance(item, str) for item in stop))):
+        raise GatewayError(400, "'stop' must be a string or a list of up to 16 strings.", param="stop",
+                           code="invalid_parameter")
 
 
 def _check_tool_calls(tool_calls: object, index: int) -> None:
@@ -166,6 +220,8 @@ def _check_tool_calls(tool_calls: object, index: int) -> None:
 def _check_tools(tools: object) -> None:
     if not isinstance(tools, list):
         raise GatewayError(400, "'tools' must be an array.", param="tools", code="invalid_type")
+    if len(tools) > MAX_TOOLS:
+        raise GatewayError(400, f"'tools' has more than {MAX_TOOLS} entries.", param="tools", code="too_many_tools")
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:

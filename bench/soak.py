@@ -910,6 +910,7 @@ def run_soak(streams: int = 250, waves: int = 8, *, seed: int = 7, first_token_m
         say("waiting for the last records")
         time.sleep(records_wait_s)
         proxy.wait_idle(timeout=15)
+        time.sleep(0.5)  # a write that just landed late logs its "stored late" line right after its reply
         report.gateway_alive, alive_checked = gateway.alive(), True
         report.cpu_seconds = {name: round(cpu_seconds(pid) or 0.0, 1) for name, pid in (
             ("gateway", gateway.process.pid), ("simulator", simulator.process.pid), ("harness", os.getpid()))}

@@ -89,8 +89,12 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         store = gateway.require_store()
         if not 1 <= limit <= 1000:
             raise GatewayError(400, "limit must be between 1 and 1000.", param="limit", code="invalid_parameter")
-        found = await asyncio.to_thread(store.calls, task_id=task_id, conversation_id=conversation_id,
-                                        since=_time(since, "since"), until=_time(until, "until"), limit=limit)
+        try:
+            found = await asyncio.to_thread(store.calls, task_id=task_id, conversation_id=conversation_id,
+                                            since=_time(since, "since"), until=_time(until, "until"), limit=limit)
+        except ValueError as exc:
+            raise GatewayError(400, f"Calls are listed {exc}; give task_id or conversation_id for more.",
+                               param="since", code="invalid_parameter") from None
         return {"object": "list", "data": [public_record(item) for item in found]}
 
     @app.get("/v1/usage")

@@ -208,3 +208,12 @@ def eventually(check, timeout: float = 4.0) -> bool:
             return True
         time.sleep(0.2)
     return check()
+
+
+def test_calls_without_task_refuse_an_unbounded_range(start_gateway, ledger_env):
+    gateway = start_gateway(**ledger_env)
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+    response = httpx.get(gateway.base_url + "/calls", params={"since": "1970-01-01"}, headers=admin)
+    assert response.status_code == 400 and "31 days" in response.json()["error"]["message"]
+    response = httpx.get(gateway.base_url + "/calls", params={"since": "1970-01-01", "task_id": "x"}, headers=admin)
+    assert response.status_code == 200

@@ -14,6 +14,7 @@ from switchboard.ledger import schema
 from switchboard.ledger.record import CallRecord
 
 MAX_LIMIT = 1000
+MAX_DAYS_WITHOUT_TASK = 31  # one query per day: a bounded walk
 
 
 def iso(epoch: float) -> str:
@@ -148,6 +149,8 @@ class CallStore:
     def _calls_by_day(self, since: float | None, until: float | None, limit: int) -> list[dict[str, Any]]:
         last = until if until is not None else time.time()
         first = since if since is not None else last - 6 * 86400  # a week back unless told otherwise
+        if last - first > MAX_DAYS_WITHOUT_TASK * 86400:
+            raise ValueError(f"without a task or conversation, a range of at most {MAX_DAYS_WITHOUT_TASK} days")
         low, high = (iso(since) if since is not None else "0"), (iso(until) if until is not None else "~")
         found: list[dict[str, Any]] = []
         day = datetime.fromtimestamp(last, UTC).date()

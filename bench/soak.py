@@ -299,6 +299,19 @@ class DynamoFaultProxy:
             previous = self.put_fault.get(request_id)
             self.put_fault[request_id] = fault if previous is None else f"{previous},{fault}"  # botocore retries
 
+    def wait_quiet(self, quiet_s: float, timeout: float) -> bool:
+        """Until no request has been in flight or arrived for `quiet_s` (late writes have all landed)."""
+        deadline = time.monotonic() + timeout
+        last_total, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            total = sum(self.counts.values())
+            if total != last_total or self.inflight:
+                last_total, quiet_since = total, time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_s:
+                return True
+            time.sleep(0.1)
+        return False
+
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while self.inflight and time.monotonic() < deadline:
@@ -909,7 +922,7 @@ def run_soak(streams: int = 250, waves: int = 8, *, seed: int = 7, first_token_m
         summarize_outcomes(report, outcomes, concurrency)
         say("waiting for the last records")
         time.sleep(records_wait_s)
-        proxy.wait_idle(timeout=15)
+        proxy.wait_quiet(quiet_s=2.0, timeout=90)  # the gateway's ledger has nothing left to write
         time.sleep(0.5)  # a write that just landed late logs its "stored late" line right after its reply
         report.gateway_alive, alive_checked = gateway.alive(), True
         report.cpu_seconds = {name: round(cpu_seconds(pid) or 0.0, 1) for name, pid in (

@@ -47,8 +47,9 @@ class Recorder:
     async def _store(self, record: CallRecord) -> None:
         """The call item within the budget, else the full record to the log: exactly one of the two counts.
 
-        A write still in flight when the budget runs out may land later; it then logs STORED_LATE, which
-        marks the fallback line above it as superseded, so a reader still finds one record.
+        When the budget runs out, writes still queued are cancelled. One already on the wire may land
+        later; it then logs STORED_LATE, which marks the fallback line above it as superseded, so a
+        reader still finds one record.
         """
         try:
             item, rollups = self.store.submit(record)
@@ -57,16 +58,17 @@ class Recorder:
             return
         waiting = [asyncio.wrap_future(item)] + [asyncio.wrap_future(f) for f in rollups]
         done, _pending = await asyncio.wait(waiting, timeout=self.write_budget_s)
+        for future in (item, *rollups):
+            future.cancel()  # a write still queued behind others is dropped: it would only land late
         if waiting[0] in done and waiting[0].exception() is None:
-            failed = [f for f in waiting[1:] if f not in done or f.exception() is not None]
-            if failed:
+            if any(f not in done or f.exception() is not None for f in waiting[1:]):
                 logger.warning("usage rollup not updated in time", extra=call_fields(record))
             for future in waiting[1:]:
                 future.add_done_callback(_quiet)
             return
         reason = type(waiting[0].exception()).__name__ if waiting[0] in done else "TimeoutError"
         log_record("error", FALLBACK_MESSAGE, record, reason=reason)
-        if waiting[0] not in done:
+        if not item.cancelled():  # it was on the wire: it may land (or just have landed) after all
             item.add_done_callback(lambda future: _stored_late(future, record))
         for future in waiting:
             future.add_done_callback(_quiet)

@@ -108,13 +108,9 @@ class Attempts:
                         async for signal in self._until_first_token(upstream, held, attempt_started):
                             yield signal
                     except UpstreamError as error:
-                        self._log_attempt(route, error.kind, error.status, attempt_started)
-                        if not retryable(error):
-                            raise
-                        last_error = error
+                        last_error = self._failed(route, error, attempt_started)
                     else:
-                        self._log_attempt(route, "ok", 200, attempt_started)
-                        self.record.provider, self.record.model = route.provider, route.model
+                        self._committed(route, attempt_started)
                         if held:
                             yield held
                         while True:  # committed: relayed as is, never switched
@@ -172,16 +168,12 @@ class Attempts:
                     call = adapter(route.adapter).complete(self.client, route, self.body, self.settings)
                     completion = await asyncio.wait_for(call, remaining)
                 except TimeoutError:
-                    last_error = UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout")
-                    self._log_attempt(route, last_error.kind, 504, attempt_started)
+                    timed_out = UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout")
+                    last_error = self._failed(route, timed_out, attempt_started)
                 except UpstreamError as error:
-                    self._log_attempt(route, error.kind, error.status, attempt_started)
-                    if not retryable(error):
-                        raise
-                    last_error = error
+                    last_error = self._failed(route, error, attempt_started)
                 else:
-                    self._log_attempt(route, "ok", 200, attempt_started)
-                    self.record.provider, self.record.model = route.provider, route.model
+                    self._committed(route, attempt_started)
                     return completion
                 wait = self._retry_wait(last_error, retry)
                 if wait is None:
@@ -212,6 +204,17 @@ class Attempts:
                 yield BUFFER
                 continue
             await asyncio.sleep((min(resume, buffer_due) if buffer_due else resume) - now)
+
+    def _failed(self, route: Route, error: UpstreamError, attempt_started: float) -> UpstreamError:
+        """Note a failed attempt; a client error ends the call, anything else may be retried or passed on."""
+        self._log_attempt(route, error.kind, error.status, attempt_started)
+        if not retryable(error):
+            raise error
+        return error
+
+    def _committed(self, route: Route, attempt_started: float) -> None:
+        self._log_attempt(route, "ok", 200, attempt_started)
+        self.record.provider, self.record.model = route.provider, route.model
 
     def _log_attempt(self, route: Route, outcome: str, status: int, attempt_started: float) -> None:
         self.record.attempts.append({

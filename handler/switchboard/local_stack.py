@@ -41,7 +41,7 @@ class LocalStackInfo:
 
 
 class MotoProcess:
-    """`python -m moto.server` as a child process, with ThreadedMotoServer's start/stop interface."""
+    """moto's server as a child process (switchboard.local_moto), with ThreadedMotoServer's interface."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
@@ -52,8 +52,9 @@ class MotoProcess:
             with socket.socket() as probe:
                 probe.bind((self.host, 0))
                 self.port = probe.getsockname()[1]
-        self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "switchboard.local_moto", str(os.getpid()), self.host, str(self.port)]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

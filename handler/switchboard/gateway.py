@@ -117,9 +117,9 @@ class Gateway:
         identity = self.authenticate(request)
         record.key_name = identity.name
         _check_content_type(headers.get("content-type"))
-        chat = chat_request(parse_json(await read_body(request, self.settings.max_body_bytes)), headers)
-        record.task_id, record.environment = chat.task_id, chat.environment
-        record.requested_model, record.stream, record.metadata = chat.model, chat.stream, dict(chat.metadata)
+        chat = chat_request(parse_json(await read_body(request, self.settings.max_body_bytes)), headers,
+                            dict(record.metadata))
+        record.environment, record.requested_model, record.stream = chat.environment, chat.model, chat.stream
         if chat.extra_body:
             record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
         if self.settings.capture_traces:

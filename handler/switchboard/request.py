@@ -86,8 +86,9 @@ def _too_deep(value: object) -> bool:
     return False
 
 
-def chat_request(body: dict, headers: dict[str, str]) -> ChatRequest:
-    """Validate an OpenAI chat request and take the ledger's fields out of it. `headers` lower-case."""
+def chat_request(body: dict, headers: dict[str, str], metadata: dict[str, str] | None = None) -> ChatRequest:
+    """Validate an OpenAI chat request and take the ledger's fields out of it. `headers` lower-case;
+    `metadata`, when the caller already read it from them."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise GatewayError(400, "'model' is required and must be a non-empty string.", param="model",
@@ -121,7 +122,7 @@ def chat_request(body: dict, headers: dict[str, str]) -> ChatRequest:
         include_usage=bool(stream and options and options.get("include_usage")),
         task_id=_header(headers, "x-inference-task-id") or "default",
         environment=_header(headers, "x-inference-environment"),
-        metadata=metadata_from_headers(headers),
+        metadata=metadata if metadata is not None else metadata_from_headers(headers),
         extra_body=extra_body,
     )
 

@@ -1,10 +1,11 @@
 """Attempts: try the plan's routes in order until one produces its first token.
 
 Before the first token nothing has reached the client, so a failure there (connect error, 5xx, 429,
-the first-token deadline) can still be retried or handed to the next route. The first content,
-tool-call or finish chunk commits the call to that route: from then on its stream is relayed as is
-and never switched. Buffer words, if due while waiting, are signalled to the relay as `BUFFER`; they
-carry no upstream content, so a later fallback is still clean.
+the first-token deadline) can still be retried or handed to the next route. The first chunk carrying
+anything the client will see (content, a tool call, a refusal, reasoning, or the finish) commits the
+call to that route: from then on its stream is relayed as is and never switched, but the call's total
+deadline still holds, however slowly the upstream trickles. Buffer words, if due while waiting, are
+signalled to the relay as `BUFFER`; they carry no upstream content, so a later fallback is still clean.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from switchboard.ledger.record import CallRecord
 from switchboard.policy import CallPlan
 from switchboard.providers import adapter
 from switchboard.providers.base import Chunk, UpstreamError
-from switchboard.providers.http1 import Pool
+from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
@@ -65,14 +66,19 @@ class _Puller:
             await self.iterator.aclose()  # type: ignore[attr-defined]
 
 
+VISIBLE_DELTA_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning", "thinking")
+
+
 def is_first_token(chunk: dict) -> bool:
-    """Content, a tool call or a finish: what commits the call to its route."""
+    """Anything the client will see, or a finish: what commits the call to its route (and proves it alive)."""
     choices = chunk.get("choices")
     if not choices:
         return False
     choice = choices[0]
-    delta = choice.get("delta") or {}
-    return bool(delta.get("content") or delta.get("tool_calls") or choice.get("finish_reason"))
+    if choice.get("finish_reason"):
+        return True
+    delta = choice.get("delta")
+    return bool(delta) and any(delta.get(name) for name in VISIBLE_DELTA_FIELDS)
 
 
 def retryable(error: UpstreamError) -> bool:
@@ -80,7 +86,7 @@ def retryable(error: UpstreamError) -> bool:
 
 
 class Attempts:
-    def __init__(self, client: Pool, settings: Settings, plan: CallPlan, body: dict,
+    def __init__(self, client: UpstreamClient, settings: Settings, plan: CallPlan, body: dict,
                  record: CallRecord, started: float) -> None:
         self.client = client
         self.settings = settings
@@ -115,9 +121,12 @@ class Attempts:
                             yield held
                         while True:  # committed: relayed as is, never switched
                             try:
-                                batch = await upstream.next(None)
+                                batch = await upstream.next(self.total_deadline, abandon_on_timeout=True)
                             except StopAsyncIteration:
                                 return
+                            if batch is _TIMEOUT:
+                                raise UpstreamError(504, "The call's total deadline passed mid-stream.",
+                                                    kind="timeout")
                             yield batch
                 finally:
                     await upstream.aclose()

@@ -20,25 +20,21 @@ from switchboard.ledger.store import CallStore
 from switchboard.policy import plan
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
-from switchboard.providers.http1 import Pool
+from switchboard.providers.transport import CheckedResolver, UpstreamClient
 from switchboard.ratelimit import Limits, RateLimiter
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
-from switchboard.routing import verify_resolved
+from switchboard.routing import is_internal_address, verify_resolved
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
 ProviderKeys = Callable[[str], "str | None"]
-
-
-def upstream_client(settings: Settings) -> Pool:
-    """One pooled client for every upstream: keep-alive connections save a TLS handshake per call."""
-    return Pool(connect_timeout=settings.connect_timeout_s, read_timeout=settings.read_timeout_s)
+UNAUTHENTICATED_TASK = "unauthenticated"  # the task of every record whose caller had no valid gateway key
 
 
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
-                 client: Pool | None = None, store: CallStore | None = None,
+                 client: UpstreamClient | None = None, store: CallStore | None = None,
                  secrets: Secrets | None = None, limiter: RateLimiter | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or RateLimiter()
@@ -48,8 +44,18 @@ class Gateway:
         self.keys = keys
         self.provider_keys = provider_keys
         self.recorder = recorder
-        self.client = client or upstream_client(settings)
+        self.client = client or self._upstream_client()
         self.relay = Relay(self.client, settings, recorder)
+
+    def _upstream_client(self) -> UpstreamClient:
+        """One pooled client for every upstream: keep-alive connections save a TLS handshake per call.
+        Its resolver answers for caller-named hosts from the very resolution `verify_resolved` checked."""
+        resolver = CheckedResolver(lambda host: self.resolve_addresses(host), is_internal_address)
+        return UpstreamClient(self.settings.connect_timeout_s, self.settings.read_timeout_s,
+                              trust_env=self.settings.trust_env, resolver=resolver)
+
+    async def start(self) -> None:
+        await self.client.start()
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -71,10 +77,18 @@ class Gateway:
     def authenticate(self, request: Request, *, admin: bool = False) -> Identity:
         return self.keys.authenticate(request.headers.get("authorization"), admin=admin)
 
-    async def authenticate_admin(self, request: Request) -> Identity:
+    async def identify(self, request: Request, *, admin: bool = False) -> Identity:
+        """Environment keys answer at once; only a stored key may wait for the first Secrets Manager read."""
+        authorization = request.headers.get("authorization")
+        identity = self.keys.static_identity(authorization, admin=admin)
+        if identity is not None:
+            return identity
         if self.secrets is not None:
             await self.secrets.ensure_fresh()
-        return self.authenticate(request, admin=True)
+        return self.keys.authenticate(authorization, admin=admin)
+
+    async def authenticate_admin(self, request: Request) -> Identity:
+        return await self.identify(request, admin=True)
 
     def require_store(self) -> CallStore:
         if self.store is None:
@@ -110,12 +124,13 @@ class Gateway:
 
     async def _chat_completions(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
+        record.task_id = UNAUTHENTICATED_TASK  # what the caller names is believed only once its key is
+        identity = await self.identify(request)
+        record.key_name = identity.name
         record.task_id = (headers.get("x-inference-task-id") or "default").strip()[:256] or "default"
         record.metadata = metadata_from_headers(headers)
         if self.secrets is not None:
-            await self.secrets.ensure_fresh()
-        identity = self.authenticate(request)
-        record.key_name = identity.name
+            await self.secrets.ensure_fresh()  # provider keys: normally a no-op (refreshed in the background)
         _check_content_type(headers.get("content-type"))
         chat = chat_request(parse_json(await read_body(request, self.settings.max_body_bytes)), headers,
                             dict(record.metadata))
@@ -128,6 +143,7 @@ class Gateway:
         for route in call_plan.routes:
             if route.verify_host:
                 await verify_resolved(route.verify_host, self.resolve_addresses)
+                self.client.require_check(route.verify_host, route.port)
         record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
         limits = Limits(identity.rpm if identity.rpm is not None else self.settings.rate_limit_rpm,
                         identity.concurrent if identity.concurrent is not None else self.settings.rate_limit_concurrent)

@@ -75,41 +75,64 @@ def sse_data(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """One SSE event grew past the decoder's cap: a broken or hostile upstream."""
+
+
 class SSEDecoder:
-    """Incremental Server-Sent Events parser.
+    """Incremental Server-Sent Events parser, linear in the bytes fed and capped per event.
 
     `feed` takes whatever bytes the socket delivered and returns the complete events in them as
     `(event_name, data)` pairs; a partial event waits for the next read. Handles CRLF, multi-line
-    data and comment lines, which some OpenAI-compatible hosts send as keep-alives.
+    data and comment lines, which some OpenAI-compatible hosts send as keep-alives. Bytes already
+    searched are never searched again, and an event larger than `max_event_bytes` raises EventTooLarge.
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_scanned", "_held_cr", "max_event_bytes")
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of _buffer known to hold no event terminator
+        self._held_cr = False  # the last feed ended in CR: it may be half of a CRLF
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
-        if b"\r" in chunk or b"\r" in self._buffer:
-            chunk = (self._buffer + chunk).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            self._buffer = b""
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if self._held_cr:
+            chunk, self._held_cr = b"\r" + chunk, False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, self._held_cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._buffer:
+            self._buffer += chunk
+            data, search_from = self._buffer, max(self._scanned - 1, 0)
+        else:  # the common case: this read starts at an event boundary, no copy needed
+            data, search_from = chunk, 0
         events: list[tuple[bytes, bytes]] = []
         start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = _parse_block(buffer[start:end])
+        while (end := data.find(b"\n\n", search_from)) >= 0:
+            if end - start > self.max_event_bytes:
+                raise EventTooLarge(f"an event larger than {self.max_event_bytes} bytes")
+            event = _parse_block(bytes(data[start:end]))
             if event is not None:
                 events.append(event)
-            start = end + 2
-        self._buffer = buffer[start:]
+            start = search_from = end + 2
+        if data is self._buffer:
+            del self._buffer[:start]
+        else:
+            self._buffer = bytearray(data[start:])
+        self._scanned = len(self._buffer)
+        if self._scanned > self.max_event_bytes:
+            raise EventTooLarge(f"an event larger than {self.max_event_bytes} bytes")
         return events
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event that has not been terminated (non-empty at EOF means a cut stream)."""
-        return self._buffer.strip()
+        return bytes(self._buffer).strip()
 
 
 def _parse_block(block: bytes) -> tuple[bytes, bytes] | None:

@@ -1,7 +1,8 @@
 """The streaming engine: upstream chunks to the client the moment they arrive.
 
-Per chunk the relay does the least it can: note the first content or tool-call delta (TTFT), the
-finish reason, tool names and usage, and frame the bytes. The call record is written before the
+Per chunk the relay does the least it can: note the first chunk the client sees (reasoning included)
+and the first content or tool-call delta (TTFT), the finish reason, tool names and usage, and frame
+the bytes. The call record is written before the
 final `data: [DONE]`, because on Lambda the process may be frozen once the response ends.
 """
 
@@ -18,7 +19,7 @@ from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
 from switchboard.policy import CallPlan
 from switchboard.protocol import SSE_DONE, SSE_HEADERS, GatewayError, dumps, error_body, sse_data
 from switchboard.providers.base import UpstreamError
-from switchboard.providers.http1 import Pool
+from switchboard.providers.transport import UpstreamClient
 from switchboard.request import ChatRequest
 from switchboard.settings import Settings
 
@@ -52,6 +53,12 @@ class ChunkObserver:
                 self.deltas += 1
                 if self.clock.first_token is None:
                     self.clock.first_token = CallClock.now()
+                    if self.clock.first_chunk is None:
+                        self.clock.first_chunk = self.clock.first_token
+            elif self.clock.first_chunk is None and (delta.get("reasoning_content") or delta.get("reasoning")
+                                                     or delta.get("thinking") or delta.get("refusal")):
+                self.deltas += 1
+                self.clock.first_chunk = CallClock.now()
             if self.text is not None and delta.get("content"):
                 self.text.append(delta["content"])
             if tool_calls:
@@ -75,18 +82,28 @@ def cap(text: str, limit: int) -> str:
 
 
 def apply_usage(record: CallRecord, usage: dict) -> None:
+    """The upstream's token counts, as OpenAI names them (every adapter speaks that shape)."""
     record.prompt_tokens = _int(usage.get("prompt_tokens"))
     record.completion_tokens = _int(usage.get("completion_tokens"))
-    details = usage.get("prompt_tokens_details") or {}
-    record.cached_tokens = _int(details.get("cached_tokens")) if isinstance(details, dict) else None
+    record.total_tokens = _int(usage.get("total_tokens"))
+    prompt_details = _dict(usage.get("prompt_tokens_details"))
+    record.cached_tokens = _int(prompt_details.get("cached_tokens"))
+    record.cache_write_tokens = _int(prompt_details.get("cache_creation_tokens")
+                                     if "cache_creation_tokens" in prompt_details
+                                     else prompt_details.get("cache_write_tokens"))
+    record.reasoning_tokens = _int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
 
 
 def _int(value: object) -> int | None:
-    return value if isinstance(value, int) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 class Relay:
-    def __init__(self, client: Pool, settings: Settings, recorder: Recorder) -> None:
+    def __init__(self, client: UpstreamClient, settings: Settings, recorder: Recorder) -> None:
         self.client = client
         self.settings = settings
         self.recorder = recorder
@@ -140,6 +157,19 @@ class Relay:
                 error.headers["x-request-id"] = record.request_id
                 yield error
             return
+        except Exception as exc:  # a bug of ours: still one record, and a clean ending, never a cut stream
+            from switchboard.observability import call_fields, logger
+
+            logger.exception("unexpected error in a stream", extra=call_fields(record))
+            settle(admission)
+            error = GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
+                                 code="internal_error", headers={"x-request-id": record.request_id})
+            record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                await self._record(record, clock, observer)
+            yield sse_data(dumps(error.body())) if sent else error
+            return
         except BaseException:  # cancelled (client gone) or closed by the server
             settle(admission)
             record.status, record.outcome = 499, DISCONNECTED
@@ -162,7 +192,7 @@ class Relay:
         clock.upstream_sent = CallClock.now()
         attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
         completion = await attempts.complete()
-        clock.upstream_first = clock.client_first = clock.first_token = CallClock.now()
+        clock.upstream_first = clock.client_first = clock.first_token = clock.first_chunk = CallClock.now()
         usage = completion.get("usage")
         if isinstance(usage, dict):
             apply_usage(record, usage)

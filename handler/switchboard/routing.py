@@ -38,6 +38,11 @@ class Route:
     requested_model: str = ""
     verify_host: str | None = None  # a caller-named host to resolve and check before connecting
 
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
 
 KeyLookup = Callable[[str], "str | None"]
 
@@ -125,7 +130,7 @@ def check_provider_host(host: str, port: int | None, scheme: str, settings: Sett
     )
     if explicitly_allowed:
         return False
-    if _is_internal_address(host):
+    if is_internal_address(host):
         raise GatewayError(400, f"x-inference-provider-url points at a loopback, private or link-local "
                            f"address ({host}); refused.", param="x-inference-provider-url",
                            code="provider_url_refused")
@@ -155,12 +160,13 @@ async def verify_resolved(host: str, resolve_addresses) -> None:
         raise GatewayError(502, f"x-inference-provider-url host '{host}' does not resolve.",
                            code="connect_error") from None
     for address in addresses:
-        if _is_internal_address(address):
+        if is_internal_address(address):
             raise GatewayError(400, f"x-inference-provider-url host '{host}' resolves to an internal address; "
                                "refused.", param="x-inference-provider-url", code="provider_url_refused")
 
 
-def _is_internal_address(host: str) -> bool:
+def is_internal_address(host: str) -> bool:
+    """Loopback, private, link-local, metadata or any other non-global address (or a localhost name)."""
     if host in {"localhost", "localhost.localdomain"} or host.endswith(".localhost"):
         return True
     try:

@@ -37,6 +37,7 @@ class Settings:
     allowed_provider_hosts: frozenset[str] = frozenset()
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 30.0
+    trust_env: bool = False  # SWITCHBOARD_TRUST_ENV: let the upstream hop use HTTPS_PROXY and friends
     first_token_timeout_s: float | None = 10.0
     total_timeout_s: float = 120.0
     buffer_after_s: float | None = None
@@ -73,6 +74,7 @@ class Settings:
             ),
             connect_timeout_s=_ms(env, "SWITCHBOARD_CONNECT_TIMEOUT_MS", 2000),
             read_timeout_s=_ms(env, "SWITCHBOARD_READ_TIMEOUT_MS", 30000),
+            trust_env=_bool(env, "SWITCHBOARD_TRUST_ENV"),
             first_token_timeout_s=_ms(env, "SWITCHBOARD_FIRST_TOKEN_TIMEOUT_MS", 10000) or None,
             total_timeout_s=_ms(env, "SWITCHBOARD_TOTAL_TIMEOUT_MS", 120000),
             buffer_after_s=_ms(env, "SWITCHBOARD_BUFFER_AFTER_MS", 0) or None,

@@ -15,7 +15,7 @@ import pytest
 from switchboard.serving import bind
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZE_BUDGET_BYTES = 25_000_000
+SIZE_BUDGET_BYTES = 30_000_000
 HOST_ARCH = "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
 GATEWAY_KEY = "sb-smoke-test-key-fake"
 

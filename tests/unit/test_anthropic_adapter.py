@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from switchboard.providers import anthropic
 from switchboard.providers.base import UpstreamError
-from switchboard.providers.http1 import Pool
+from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
 from switchboard.settings import Settings
 from switchboard.simulator import SimulatorApp
@@ -159,7 +159,25 @@ def test_max_tokens_default_and_overrides():
 # --- stream translation without I/O ---------------------------------------------------------------
 
 
-def test_translator_skips_thinking_and_numbers_tools_from_zero():
+def test_translator_gives_a_tool_without_input_empty_object_arguments():
+    """Anthropic streams a no-argument tool as input {} plus empty fragments; clients json.loads the result."""
+    translator = anthropic.StreamTranslator("fallback", created=1)
+    events = [
+        {"type": "message_start", "message": {"id": "msg_2", "model": "claude-x", "usage": {"input_tokens": 3}}},
+        {"type": "content_block_start", "index": 0, "content_block": {
+            "type": "tool_use", "id": "toolu_2", "name": "skip_turn", "input": {}}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    chunks = [chunk for event in events for chunk in translator.feed(event)]
+    arguments = "".join(call["function"].get("arguments") or "" for c in chunks if c["choices"]
+                        for call in c["choices"][0]["delta"].get("tool_calls") or ())
+    assert json.loads(arguments) == {}
+
+
+def test_translator_relays_thinking_as_reasoning_and_numbers_tools_from_zero():
     translator = anthropic.StreamTranslator("fallback", created=1)
     events = [
         {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {
@@ -184,6 +202,7 @@ def test_translator_skips_thinking_and_numbers_tools_from_zero():
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas == [
         {"role": "assistant", "content": ""},
+        {"reasoning_content": "hmm"},
         {"content": "Sure."},
         {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
                          "function": {"name": "get_weather", "arguments": ""}}]},
@@ -240,7 +259,7 @@ def _stream(base_url: str, body: dict) -> list[dict]:
     """Every chunk the adapter yields, checked against the OpenAI SDK's type and its own bytes."""
     async def run() -> list[dict]:
         chunks = []
-        async with Pool(connect_timeout=5, read_timeout=5) as client:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
             async for raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
                 assert json.loads(raw) == chunk
                 ChatCompletionChunk.model_validate(chunk)
@@ -254,7 +273,7 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
     chunks: list[dict] = []
 
     async def run() -> None:
-        async with Pool(connect_timeout=5, read_timeout=5) as client:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
             async for _raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
                 chunks.append(chunk)
 
@@ -265,7 +284,7 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
 
 def _complete(base_url: str, body: dict) -> dict:
     async def run() -> dict:
-        async with Pool(connect_timeout=5, read_timeout=5) as client:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
             return await anthropic.complete(client, _route(base_url), body, SETTINGS)
 
     return asyncio.run(run())
@@ -403,7 +422,7 @@ def test_stream_that_ends_before_message_stop_is_a_502():
         server = await asyncio.start_server(answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         try:
-            async with Pool(connect_timeout=5, read_timeout=5) as client:
+            async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
                 route = _route(f"http://127.0.0.1:{port}")
                 async for _raw, chunk in _flat(anthropic.stream(client, route, _body(), SETTINGS)):
                     chunks.append(chunk)

@@ -13,8 +13,16 @@ import time
 from collections.abc import AsyncIterator
 
 from switchboard.protocol import GatewayError, dumps
-from switchboard.providers.base import Chunk, UpstreamError, UpstreamRequest, read_body, read_events, send
-from switchboard.providers.http1 import Pool
+from switchboard.providers.base import (
+    Chunk,
+    UpstreamError,
+    UpstreamRequest,
+    in_stream_error,
+    read_body,
+    read_events,
+    send,
+)
+from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
@@ -26,6 +34,11 @@ _FINISH_REASONS = {
     "refusal": "content_filter",
 }
 _TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
+# Anthropic's error types inside a stream, as the HTTP statuses it uses for them outside one.
+_ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
+                 "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+                 "overloaded_error": 529}
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _DEFAULT_INPUT_SCHEMA = {"type": "object", "properties": {}}
 
 
@@ -260,6 +273,7 @@ class StreamTranslator:
         self.usage: dict = {}
         self.done = False
         self._tool_index: dict[int, int] = {}  # Anthropic content block index -> OpenAI tool_calls index
+        self._tool_input: dict[int, object] = {}  # block index -> input given at block start, until a fragment
 
     def feed(self, event: dict) -> list[dict]:
         handler = getattr(self, "_on_" + str(event.get("type")), None)
@@ -277,10 +291,21 @@ class StreamTranslator:
     def _on_content_block_start(self, event: dict) -> list[dict]:
         block = _dict(event.get("content_block"))
         if block.get("type") != "tool_use" or not isinstance(event.get("index"), int):
-            return []  # text arrives in deltas; thinking is not relayed
+            return []  # text and thinking arrive in deltas
         index = self._tool_index[event["index"]] = len(self._tool_index)
+        self._tool_input[event["index"]] = block.get("input")
         call = {"index": index, "id": block.get("id"), "type": "function",
                 "function": {"name": block.get("name"), "arguments": ""}}
+        return [self._chunk({"tool_calls": [call]})]
+
+    def _on_content_block_stop(self, event: dict) -> list[dict]:
+        """A tool call that got no argument fragments still gets arguments: its start input, or "{}"."""
+        index = event.get("index")
+        if not isinstance(index, int) or index not in self._tool_input:
+            return []
+        given = self._tool_input.pop(index)
+        arguments = json.dumps(given) if isinstance(given, dict) and given else "{}"
+        call = {"index": self._tool_index[index], "function": {"arguments": arguments}}
         return [self._chunk({"tool_calls": [call]})]
 
     def _on_content_block_delta(self, event: dict) -> list[dict]:
@@ -292,9 +317,12 @@ class StreamTranslator:
         tool_index = self._tool_index.get(index) if isinstance(index, int) else None
         fragment = delta.get("partial_json")
         if kind == "input_json_delta" and isinstance(fragment, str) and fragment and tool_index is not None:
+            self._tool_input.pop(index, None)  # arguments are streaming: nothing to fill in at the block's end
             call = {"index": tool_index, "function": {"arguments": fragment}}
             return [self._chunk({"tool_calls": [call]})]
-        return []  # thinking, signature, citations
+        if kind == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        return []  # signature, citations
 
     def _on_message_delta(self, event: dict) -> list[dict]:
         self._merge_usage(event.get("usage"))
@@ -348,26 +376,36 @@ def _request(route: Route, body: dict, settings: Settings, stream: bool) -> Upst
         headers["x-api-key"] = route.api_key
     if stream:
         headers["accept"] = "text/event-stream"
-    return UpstreamRequest(f"{route.base_url}/v1/messages", headers, dumps(payload))
+    return UpstreamRequest(f"{route.base_url}/v1/messages", headers, dumps(payload), (route.api_key or "",))
 
 
-async def stream(client: Pool, route: Route, body: dict, settings: Settings) -> AsyncIterator[list[Chunk]]:
+async def stream(client: UpstreamClient, route: Route, body: dict, settings: Settings
+                 ) -> AsyncIterator[list[Chunk]]:
     request = _request(route, body, settings, stream=True)
     response = await send(client, request, route.provider)
     translator = StreamTranslator(route.model)
     try:
         async for events in read_events(response, route.provider, _is_message_stop):
-            batch = []
+            batch: list[Chunk] = []
+            failure = None
             for name, data in events:
-                event = _parse_event(data, route.provider)
+                try:
+                    event = _parse_event(data, route.provider)
+                except UpstreamError as error:
+                    failure = error
+                    break
                 if name == b"error" or event.get("type") == "error":
-                    raise UpstreamError(502, f"Upstream provider '{route.provider}' failed mid-stream: "
-                                        + _error_text(event.get("error")), kind="stream_error")
+                    error = _dict(event.get("error"))
+                    status = _ERROR_STATUS.get(error.get("type"))  # type: ignore[arg-type]
+                    failure = in_stream_error(route.provider, {"status": status}, error, request.secrets)
+                    break
                 batch += [(dumps(chunk), chunk) for chunk in translator.feed(event)]
-            if batch:
+            if batch:  # what came before a failure in the same read still reaches the client first
                 yield batch
+            if failure is not None:
+                raise failure
     finally:
-        await response.aclose()
+        response.close()
     if translator.done:
         return
     raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before message_stop.",
@@ -378,9 +416,9 @@ def _is_message_stop(name: bytes, data: bytes) -> bool:
     return name == b"message_stop" or (not name and b'"message_stop"' in data)
 
 
-async def complete(client: Pool, route: Route, body: dict, settings: Settings) -> dict:
+async def complete(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> dict:
     response = await send(client, _request(route, body, settings, stream=False), route.provider)
-    raw = await read_body(response, route.provider)
+    raw = await read_body(response, route.provider, MAX_MESSAGE_BYTES)
     try:
         message = json.loads(raw)
     except ValueError:
@@ -394,15 +432,10 @@ async def complete(client: Pool, route: Route, body: dict, settings: Settings) -
 def _parse_event(data: bytes, provider: str) -> dict:
     try:
         event = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         event = None
     if not isinstance(event, dict):
         raise UpstreamError(502, f"Upstream provider '{provider}' sent an event that is not a JSON object.",
                             kind="stream_error")
     return event
 
-
-def _error_text(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "error")[:1000]
-    return str(error or "error")[:1000]

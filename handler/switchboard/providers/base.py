@@ -6,18 +6,19 @@ An adapter module exposes two coroutines:
     raises `UpstreamError` before its first batch when the upstream refuses or cannot be reached,
     and mid-stream when the stream breaks.
   * `complete(client, route, body, settings)`: one `chat.completion` dict.
-`body` is the client's request, already cleaned by `switchboard.request`.
+`body` is the client's request, already cleaned by `switchboard.request`. The HTTP itself is aiohttp's,
+behind `transport.UpstreamClient`; adapters never see a socket.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
-from switchboard.protocol import GatewayError
-from switchboard.providers import http1
+from switchboard.protocol import EventTooLarge, GatewayError, SSEDecoder
+from switchboard.providers import transport
+from switchboard.providers.transport import UpstreamClient, UpstreamResponse
 
 Chunk = tuple[bytes, dict]
 Batch = list[Chunk]
@@ -31,7 +32,7 @@ class UpstreamError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.kind = kind  # http_error | connect_error | timeout | stream_error
+        self.kind = kind  # http_error | connect_error | timeout | stream_error | ...
         self.upstream_status = upstream_status
         self.retry_after = retry_after
 
@@ -46,43 +47,61 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str] = field(repr=False)
     body: bytes = field(repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # keys in the headers: scrubbed from any error text
 
 
-async def send(client: http1.Pool, request: UpstreamRequest, provider: str) -> http1.Response:
+def scrub(text: str, secrets: Iterable[str | None]) -> str:
+    """An upstream's error text without the keys we sent it (some hosts echo the Authorization header)."""
+    for secret in secrets:
+        if secret and len(secret) >= 6 and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) -> UpstreamResponse:
     """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
     try:
-        response = await client.request("POST", request.url, request.headers, request.body)
-    except http1.Timeout:
+        response = await client.post(request.url, request.headers, request.body)
+    except transport.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except http1.HTTPError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({type(exc).__name__}).",
+    except transport.ConnectFailed as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({exc}).",
                             kind="connect_error") from None
-    if response.status_code >= 300:
+    except transport.TransportError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken response ({exc}).",
+                            kind="protocol_error") from None
+    if response.status >= 300:
         try:
-            raw = await response.aread()
-        except http1.HTTPError:
+            raw = await response.read(transport.MAX_ERROR_BODY)
+        except transport.TransportError:
             raw = b""
         finally:
-            await response.aclose()
-        raise error_from_status(response.status_code, raw, provider, response.headers.get("retry-after"))
+            response.close()
+        raise error_from_status(response.status, raw, provider, response.headers.get("retry-after"),
+                                request.secrets)
     return response
 
 
-async def read_body(response: http1.Response, provider: str) -> bytes:
-    """The whole (non-streamed) body; the response is closed either way."""
+async def read_body(response: UpstreamResponse, provider: str, limit: int) -> bytes:
+    """The whole (non-streamed) body, at most `limit` bytes; the response is closed either way."""
     try:
-        return await response.aread()
-    except http1.Timeout:
+        raw = await response.read(limit + 1)
+    except transport.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except http1.HTTPError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' broke the response ({type(exc).__name__}).",
+    except transport.TransportError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' broke the response ({exc}).",
                             kind="stream_error") from None
     finally:
-        await response.aclose()
+        response.close()
+    if len(raw) > limit:
+        raise UpstreamError(502, f"Upstream provider '{provider}' answered with more than {limit} bytes.",
+                            kind="stream_error")
+    return raw
 
 
-def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None) -> UpstreamError:
-    message = upstream_message(raw) or f"HTTP {status}"
+def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None,
+                      secrets: Iterable[str | None] = ()) -> UpstreamError:
+    message = scrub(upstream_message(raw) or f"HTTP {status}", secrets)
     text = f"Upstream provider '{provider}' returned {status}: {message}"
     if status < 400:  # redirects are never followed: they could point anywhere, the metadata address included
         return UpstreamError(502, text + " (redirect not followed)", kind="redirect_refused", upstream_status=status)
@@ -95,7 +114,7 @@ def upstream_message(raw: bytes) -> str:
     """The human message in an upstream error body (OpenAI and Anthropic shapes), size-capped."""
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw[:300].decode("utf-8", "replace").strip()
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
@@ -107,7 +126,38 @@ def upstream_message(raw: bytes) -> str:
     return ""
 
 
-async def read_events(response: http1.Response, provider: str, is_last: Callable[[bytes, bytes], bool] | None = None
+def declared_status(parsed: dict, error: object) -> int | None:
+    """The HTTP status an in-stream error event declares for itself, if any (a 4xx is the caller's fault)."""
+    for holder in (error, parsed):
+        if isinstance(holder, dict):
+            for name in ("status", "status_code", "code"):
+                value = holder.get(name)
+                if isinstance(value, str) and value.isdigit():
+                    value = int(value)
+                if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+                    return value
+    if isinstance(error, dict) and error.get("type") == "invalid_request_error":
+        return 400
+    return None
+
+
+def in_stream_error(provider: str, parsed: dict, error: object, secrets: Iterable[str | None]) -> UpstreamError:
+    """An error event inside a 200 stream: its declared 4xx is passed on (and not retried), else a 502."""
+    text = error_text(error)
+    message = scrub(f"Upstream provider '{provider}' failed mid-stream: {text}", secrets)
+    status = declared_status(parsed, error)
+    if status is not None and status < 500:
+        return UpstreamError(status, message, kind="http_error", upstream_status=status)
+    return UpstreamError(502, message, kind="stream_error", upstream_status=status)
+
+
+def error_text(error: object) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("type") or "error")[:1000]
+    return str(error or "error")[:1000]
+
+
+async def read_events(response: UpstreamResponse, provider: str, is_last: Callable[[bytes, bytes], bool] | None = None
                       ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
     """SSE events as the socket delivers them, a list per read; a broken or truncated stream raises UpstreamError.
 
@@ -118,37 +168,24 @@ async def read_events(response: http1.Response, provider: str, is_last: Callable
     encoding) is read so that the connection goes back to its pool: closing a response early drops
     the connection, and the next call would pay for a new one, a TLS handshake included.
     """
-    from switchboard.protocol import SSEDecoder
-
     decoder = SSEDecoder()
-    body = response.aiter_bytes()
     try:
-        async for data in body:
+        async for data in response.chunks():
             events = decoder.feed(data)
             if not events:
                 continue
             yield events
             if is_last is not None and is_last(*events[-1]):
-                await _drain(body)
+                await response.drain()
                 return
-    except http1.Timeout:
+    except transport.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
                             kind="timeout") from None
-    except http1.HTTPError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({type(exc).__name__}).",
+    except transport.TransportError as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({exc}).",
                             kind="stream_error") from None
+    except EventTooLarge as exc:
+        raise UpstreamError(502, f"Upstream provider '{provider}' sent {exc}.", kind="stream_error") from None
     if decoder.pending:
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
                             kind="stream_error")
-
-
-async def _drain(body: AsyncIterator[bytes], timeout_s: float = 0.25) -> None:
-    """Read what follows the last event, briefly; a host that keeps talking just loses its connection."""
-    async def read_rest() -> None:
-        async for _ in body:
-            pass
-
-    try:
-        await asyncio.wait_for(read_rest(), timeout_s)
-    except (TimeoutError, http1.HTTPError):
-        pass

@@ -1,6 +1,8 @@
 """Every OpenAI-compatible host: a pass-through that forwards chunks byte for byte.
 
-Provider quirks live here, keyed by provider name, not in the relay.
+Provider quirks live here, keyed by provider name, not in the relay: Groq's usage under `x_groq`, error
+events inside a 200 stream, and chunks whose shape is not the one OpenAI documents (refused as upstream
+errors before anything downstream can trip over them).
 """
 
 from __future__ import annotations
@@ -9,10 +11,20 @@ import json
 from collections.abc import AsyncIterator
 
 from switchboard.protocol import dumps
-from switchboard.providers.base import Batch, UpstreamError, UpstreamRequest, read_body, read_events, send
-from switchboard.providers.http1 import Pool
+from switchboard.providers.base import (
+    Batch,
+    UpstreamError,
+    UpstreamRequest,
+    in_stream_error,
+    read_body,
+    read_events,
+    send,
+)
+from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
 from switchboard.settings import Settings
+
+MAX_COMPLETION_BYTES = 16 * 1024 * 1024
 
 
 def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
@@ -31,68 +43,143 @@ def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
         headers["authorization"] = f"Bearer {route.api_key}"
     if stream:
         headers["accept"] = "text/event-stream"
-    return UpstreamRequest(f"{route.base_url}/chat/completions", headers, dumps(payload))
+    return UpstreamRequest(f"{route.base_url}/chat/completions", headers, dumps(payload), (route.api_key or "",))
 
 
-async def stream(client: Pool, route: Route, body: dict, settings: Settings) -> AsyncIterator[Batch]:
-    response = await send(client, _request(route, body, stream=True), route.provider)
+async def stream(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> AsyncIterator[Batch]:
+    request = _request(route, body, stream=True)
+    response = await send(client, request, route.provider)
     finished = False  # a finish_reason was seen
     done = False
     try:
         async for events in read_events(response, route.provider, _is_done):
             batch: Batch = []
+            failure = None
             for _event, data in events:
                 if data == b"[DONE]":
                     done = True
                     continue
-                parsed = _parse(data, route.provider)
+                try:
+                    parsed = _parse(data, route.provider, request.secrets)
+                except UpstreamError as error:
+                    failure = error
+                    break
                 if parsed is None:
                     continue
                 if not finished:
                     choices = parsed.get("choices")
-                    finished = bool(choices and isinstance(choices[0], dict) and choices[0].get("finish_reason"))
+                    finished = bool(choices and choices[0].get("finish_reason"))
                 batch.append((data, parsed))
-            if batch:
+            if batch:  # what came before a failure in the same read still reaches the client first
                 yield batch
+            if failure is not None:
+                raise failure
     finally:
-        await response.aclose()
+        response.close()
     if not (finished or done):  # closed cleanly, but before the answer was complete
         raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before finishing.",
                             kind="stream_error")
 
 
-def _parse(data: bytes, provider: str) -> dict | None:
+def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> dict | None:
     try:
         parsed = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a chunk that is not JSON.",
                             kind="stream_error") from None
     if not isinstance(parsed, dict):
         return None
     if "error" in parsed and "choices" not in parsed:
-        raise UpstreamError(502, f"Upstream provider '{provider}' failed mid-stream: " + _error_text(parsed["error"]),
+        raise in_stream_error(provider, parsed, parsed["error"], secrets)
+    problem = chunk_problem(parsed)
+    if problem:
+        raise UpstreamError(502, f"Upstream provider '{provider}' sent a malformed chunk ({problem}).",
                             kind="stream_error")
+    if "usage" not in parsed or parsed["usage"] is None:
+        groq = parsed.get("x_groq")
+        if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
+            parsed["usage"] = groq["usage"]  # Groq reports usage there; the bytes relayed stay as sent
     return parsed
 
 
-async def complete(client: Pool, route: Route, body: dict, settings: Settings) -> dict:
-    response = await send(client, _request(route, body, stream=False), route.provider)
-    raw = await read_body(response, route.provider)
+def chunk_problem(chunk: dict) -> str | None:
+    """What is wrong with a chat.completion.chunk's shape, or None. Cheap: a few type checks per chunk."""
+    usage = chunk.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return "usage is not an object"
+    choices = chunk.get("choices")
+    if choices is None:
+        return None
+    if not isinstance(choices, list):
+        return "choices is not an array"
+    for choice in choices:
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            return "finish_reason is not a string"
+        delta = choice.get("delta")
+        if delta is None:
+            continue
+        if not isinstance(delta, dict):
+            return "delta is not an object"
+        problem = _delta_problem(delta)
+        if problem:
+            return problem
+    return None
+
+
+def _delta_problem(delta: dict) -> str | None:
+    for name in ("content", "reasoning", "reasoning_content", "refusal"):
+        value = delta.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"delta.{name} is not a string"
+    tool_calls = delta.get("tool_calls")
+    if tool_calls is None:
+        return None
+    if not isinstance(tool_calls, list):
+        return "delta.tool_calls is not an array"
+    for call in tool_calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(call, dict) or (function is not None and not isinstance(function, dict)):
+            return "a tool call is not an object"
+        if function and any(function.get(k) is not None and not isinstance(function[k], str)
+                            for k in ("name", "arguments")):
+            return "a tool call's name or arguments is not a string"
+    return None
+
+
+async def complete(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> dict:
+    request = _request(route, body, stream=False)
+    response = await send(client, request, route.provider)
+    raw = await read_body(response, route.provider, MAX_COMPLETION_BYTES)
     try:
         parsed = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, dict) or completion_problem(parsed):
         raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
                             "a chat completion.", kind="http_error")
     return parsed
 
 
+def completion_problem(completion: dict) -> str | None:
+    """What is wrong with a chat.completion's shape, or None."""
+    usage = completion.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return "usage is not an object"
+    choices = completion.get("choices")
+    if not isinstance(choices, list):
+        return "choices is not an array"
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            return "a choice has no message object"
+        problem = _delta_problem(message)
+        if problem:
+            return problem
+    return None
+
+
 def _is_done(_name: bytes, data: bytes) -> bool:
     return data == b"[DONE]"
-
-
-def _error_text(error: object) -> str:
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "error")[:1000]
-    return str(error)[:1000]

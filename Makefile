@@ -53,7 +53,13 @@ validate: $(VENV)/.test-deps $(SAM)
 	$(SAM_ENV) $(BIN)/cfn-lint template.yaml
 	$(SAM_ENV) $(SAM) validate --lint --template template.yaml
 
-test: lint validate
+# The official Node SDK, pinned by tests/node/package-lock.json. npm ci writes
+# node_modules/.package-lock.json, so this reinstalls only when the lock changes.
+NODE_TESTS := tests/node
+$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+	npm ci --prefix $(NODE_TESTS)
+
+test: lint validate $(NODE_TESTS)/node_modules/.package-lock.json
 	SWITCHBOARD_SAM=$(SAM) $(BIN)/python -m pytest
 
 build: $(SAM)
@@ -69,4 +75,4 @@ deploy: build
 	$(SAM_ENV) $(SAM) deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .ruff_cache .aws-sam $(NODE_TESTS)/node_modules

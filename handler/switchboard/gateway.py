@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from switchboard.auth import Identity, KeyStore
+from switchboard.framing import Framer, ResponsesFramer
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
 from switchboard.policy import plan
@@ -24,6 +25,7 @@ from switchboard.providers.transport import CheckedResolver, UpstreamClient
 from switchboard.ratelimit import Limits, RateLimiter
 from switchboard.relay import Recorder, Relay
 from switchboard.request import chat_request, metadata_from_headers, parse_json
+from switchboard.responses import chat_body_from_responses
 from switchboard.routing import is_internal_address, verify_resolved
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
@@ -97,11 +99,17 @@ class Gateway:
         return self.store
 
     async def chat_completions(self, request: Request) -> Response:
-        """Every outcome, refusals included, leaves exactly one call record."""
+        return await self.call(request, "chat")
+
+    async def responses(self, request: Request) -> Response:
+        return await self.call(request, "responses")
+
+    async def call(self, request: Request, api: str) -> Response:
+        """One model call in either wire format. Every outcome, refusals included, leaves exactly one record."""
         clock = CallClock()
-        record = CallRecord()
+        record = CallRecord(api=api)
         try:
-            return await self._chat_completions(request, record, clock)
+            return await self._call(request, record, clock)
         except UpstreamError as exc:
             record.status, record.outcome, record.error = exc.status, exc.kind, exc.message
             await self.recorder(record, clock)
@@ -116,13 +124,13 @@ class Gateway:
         except Exception as exc:  # a bug: still one record, and a clean 500 body
             from switchboard.observability import call_fields, logger
 
-            logger.exception("unexpected error in a chat request", extra=call_fields(record))
+            logger.exception("unexpected error in a model call", extra=call_fields(record))
             record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
             await self.recorder(record, clock)
             raise GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
                                code="internal_error", headers={"x-request-id": record.request_id}) from None
 
-    async def _chat_completions(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
+    async def _call(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
         headers = {k.lower(): v for k, v in request.headers.items()}
         record.task_id = UNAUTHENTICATED_TASK  # what the caller names is believed only once its key is
         identity = await self.identify(request)
@@ -132,9 +140,15 @@ class Gateway:
         if self.secrets is not None:
             await self.secrets.ensure_fresh()  # provider keys: normally a no-op (refreshed in the background)
         _check_content_type(headers.get("content-type"))
-        chat = chat_request(parse_json(await read_body(request, self.settings.max_body_bytes)), headers,
-                            dict(record.metadata))
+        body = parse_json(await read_body(request, self.settings.max_body_bytes))
+        echo: dict | None = None
+        if record.api == "responses":  # translated once, at the door: everything after it speaks chat
+            body, echo = chat_body_from_responses(body)
+            for name, value in echo.get("metadata", {}).items():
+                record.metadata.setdefault(name, value)
+        chat = chat_request(body, headers, dict(record.metadata))
         record.environment, record.requested_model, record.stream = chat.environment, chat.model, chat.stream
+        framer: Framer | None = ResponsesFramer(record, echo) if echo is not None else None
         if chat.extra_body:
             record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
         if self.settings.capture_traces:
@@ -149,8 +163,8 @@ class Gateway:
                         identity.concurrent if identity.concurrent is not None else self.settings.rate_limit_concurrent)
         admission = self.limiter.admit(record.request_id, identity.name, limits)
         if chat.stream:
-            return self.relay.stream(record, clock, chat, call_plan, admission)
-        return await self.relay.complete(record, clock, chat, call_plan, admission)
+            return self.relay.stream(record, clock, chat, call_plan, admission, framer)
+        return await self.relay.complete(record, clock, chat, call_plan, admission, framer)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

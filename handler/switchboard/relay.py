@@ -15,9 +15,10 @@ import anyio
 from starlette.responses import Response
 
 from switchboard.attempts import BUFFER, Attempts
+from switchboard.framing import ChatFramer, Framer
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
 from switchboard.policy import CallPlan
-from switchboard.protocol import SSE_DONE, SSE_HEADERS, GatewayError, dumps, error_body, sse_data
+from switchboard.protocol import SSE_HEADERS, GatewayError, dumps
 from switchboard.providers.base import UpstreamError
 from switchboard.providers.transport import UpstreamClient
 from switchboard.request import ChatRequest
@@ -109,20 +110,21 @@ class Relay:
         self.recorder = recorder
 
     def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-               admission: Awaitable[None] | None = None) -> Response:
+               admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Response:
         """The streamed response. Its status is decided by the first thing the call produces: an error
         before any byte (the upstream's 4xx, 502, 504, a refused admission) is sent as a JSON error."""
         attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
-        return EventStreamResponse(self._events(record, clock, chat, attempts, admission),
+        framer = framer or ChatFramer(record, chat.include_usage)
+        return EventStreamResponse(self._events(record, clock, framer, attempts, admission),
                                    headers={"x-request-id": record.request_id})
 
-    async def _events(self, record: CallRecord, clock: CallClock, chat: ChatRequest, attempts: Attempts,
+    async def _events(self, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
                       admission: Awaitable[None] | None) -> AsyncIterator[bytes | GatewayError]:
         observer = ChunkObserver(record, clock)
-        include_usage = chat.include_usage
         total_deadline = attempts.total_deadline
         chunks = attempts.stream()
         sent = False
+        opening: bytes | None = None
         clock.upstream_sent = CallClock.now()
         try:
             async for item in chunks:
@@ -131,15 +133,15 @@ class Relay:
                         await admission  # decided long before the first token, normally
                         admission = None
                     clock.upstream_first = clock.client_first = CallClock.now()
-                if item is BUFFER:
-                    yield sse_data(buffer_chunk(record))
-                    sent = True
-                    continue
-                frames = [b"data: " + payload + b"\n\n" for payload, parsed in item  # type: ignore[attr-defined]
-                          if not observer.observe(parsed) or include_usage]
-                if frames:  # one write for everything this upstream read brought
-                    yield frames[0] if len(frames) == 1 else b"".join(frames)
-                    sent = True
+                    if opening is None:
+                        opening = framer.opening()  # numbered before anything it precedes
+                # one write for everything this upstream read brought
+                out = framer.buffer_words() if item is BUFFER else framer.frames(item, observer)  # type: ignore
+                if out:
+                    if not sent:
+                        out = opening + out  # type: ignore[operator]
+                        sent = True
+                    yield out
                 if CallClock.now() > total_deadline:
                     raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
         except (UpstreamError, GatewayError) as exc:
@@ -152,7 +154,7 @@ class Relay:
                 await chunks.aclose()
                 await self._record(record, clock, observer)
             if sent:
-                yield sse_data(dumps(error_body(error.message, "upstream_error", code=record.outcome)))
+                yield framer.failed(error.message, record.outcome)
             else:
                 error.headers["x-request-id"] = record.request_id
                 yield error
@@ -168,7 +170,7 @@ class Relay:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
                 await self._record(record, clock, observer)
-            yield sse_data(dumps(error.body())) if sent else error
+            yield framer.failed(error.message, error.code) if sent else error
             return
         except BaseException:  # cancelled (client gone) or closed by the server
             settle(admission)
@@ -183,10 +185,10 @@ class Relay:
         observer.finish_trace(self.settings.trace_max_chars)
         with anyio.CancelScope(shield=True):  # a hang-up now must not cost the record
             await self._record(record, clock, observer)
-        yield SSE_DONE
+        yield framer.done() if sent else (framer.opening() if opening is None else opening) + framer.done()
 
     async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-                       admission: Awaitable[None] | None = None) -> Response:
+                       admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Response:
         if admission is not None:
             await admission  # not streamed, so nobody is waiting on a first token: check the limit first
         clock.upstream_sent = CallClock.now()
@@ -207,7 +209,8 @@ class Relay:
                     record.tool_calls.append(name)
             record.outcome = choices[0].get("finish_reason") or "stop"
         await self._record(record, clock)
-        return Response(dumps(completion), media_type="application/json",
+        framer = framer or ChatFramer(record, False)
+        return Response(dumps(framer.completion(completion)), media_type="application/json",
                         headers={"x-request-id": record.request_id})
 
     async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None) -> None:
@@ -226,17 +229,6 @@ def settle(admission: Awaitable[None] | None) -> None:
                 admission.exception()
         else:
             admission.cancel()
-
-
-def buffer_chunk(record: CallRecord) -> bytes:
-    """Buffer words: an ellipsis and a space, as ElevenLabs asks, so speech keeps flowing."""
-    return dumps({"id": "chatcmpl-" + record.request_id, "object": "chat.completion.chunk",
-                  "created": int(record.started_at), "model": record.requested_model or "",
-                  "choices": [{"index": 0, "delta": {"role": "assistant", "content": BUFFER_WORDS},
-                               "logprobs": None, "finish_reason": None}]})
-
-
-BUFFER_WORDS = "... "
 
 
 class EventStreamResponse(Response):

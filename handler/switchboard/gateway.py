@@ -81,7 +81,7 @@ class Gateway:
 
     async def identify(self, request: Request, *, admin: bool = False) -> Identity:
         """Environment keys answer at once; only a stored key may wait for the first Secrets Manager read."""
-        authorization = request.headers.get("authorization")
+        authorization = gateway_authorization(request.headers)
         identity = self.keys.static_identity(authorization, admin=admin)
         if identity is not None:
             return identity
@@ -131,7 +131,7 @@ class Gateway:
                                code="internal_error", headers={"x-request-id": record.request_id}) from None
 
     async def _call(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = catalyst_headers({k.lower(): v for k, v in request.headers.items()})
         record.task_id = UNAUTHENTICATED_TASK  # what the caller names is believed only once its key is
         identity = await self.identify(request)
         record.key_name = identity.name
@@ -165,6 +165,30 @@ class Gateway:
         if chat.stream:
             return self.relay.stream(record, clock, chat, call_plan, admission, framer)
         return await self.relay.complete(record, clock, chat, call_plan, admission, framer)
+
+
+# Inference Catalyst carries its project key in these headers (the first is current, the second legacy);
+# the Authorization header then holds the caller's own provider key. switchboard reads them the same way.
+CATALYST_KEY_HEADERS = ("x-inference-observability-api-key", "x-inference-project-api-key")
+
+
+def gateway_authorization(headers) -> str | None:
+    """The gateway key, as an Authorization value: a Catalyst key header if sent, else Authorization."""
+    for name in CATALYST_KEY_HEADERS:
+        value = (headers.get(name) or "").strip()
+        if value:
+            return "Bearer " + value.removeprefix("Bearer ").strip()
+    return headers.get("authorization")
+
+
+def catalyst_headers(headers: dict[str, str]) -> dict[str, str]:
+    """With a Catalyst key header, Authorization's bearer is the caller's provider key, as on Catalyst."""
+    if not any(headers.get(name) for name in CATALYST_KEY_HEADERS) or "x-inference-provider-api-key" in headers:
+        return headers
+    from switchboard.auth import bearer_token
+
+    provider_key = bearer_token(headers.get("authorization"))
+    return {**headers, "x-inference-provider-api-key": provider_key} if provider_key else headers
 
 
 async def read_body(request: Request, limit: int) -> bytes:

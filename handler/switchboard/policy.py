@@ -69,7 +69,7 @@ def plan(model: str, task_id: str, headers: dict[str, str], settings: Settings, 
     fallbacks = _fallback_models(headers.get("x-switchboard-fallbacks"), alias, task)
     routes = [resolve(primary_model, headers, settings, provider_key)]
     # Caller-named provider URLs and keys belong to the primary route only; fallbacks use the gateway's.
-    plain_headers = {k: v for k, v in headers.items() if not k.startswith("x-inference-provider-")}
+    plain_headers = {k: v for k, v in headers.items() if not k.startswith("x-inference-provider")}
     for fallback in fallbacks:
         route = resolve(fallback, plain_headers, settings, provider_key)
         if route not in routes:

@@ -58,7 +58,8 @@ def resolve(model: object, headers: dict[str, str], settings: Settings, provider
     if provider_url:
         return _custom_route(model, provider_url, caller_key, settings, provider_key)
 
-    provider, upstream_model = split_model(model)
+    hint = (headers.get("x-inference-provider") or "").strip().lower()
+    provider, upstream_model = _hinted(model, hint) if hint else split_model(model)
     config = settings.provider(provider)
     if config is None or not config.base_url:
         raise GatewayError(400, f"Provider '{provider}' has no base URL configured: set "
@@ -70,6 +71,17 @@ def resolve(model: object, headers: dict[str, str], settings: Settings, provider
                            f"{provider}'), or send your own in x-inference-provider-api-key.",
                            param="model", code="provider_not_configured")
     return Route(provider, config.spec.adapter, upstream_model, config.base_url, api_key, model)
+
+
+def _hinted(model: str, hint: str) -> tuple[str, str]:
+    """Inference Catalyst's `x-inference-provider`: the named provider gets the model name as sent (a
+    `provider/` prefix naming that same provider is dropped), so 'gpt-4o-mini' or Groq's own
+    'openai/gpt-oss-120b' reach the provider the caller chose."""
+    if hint not in PROVIDERS:
+        raise GatewayError(400, f"x-inference-provider names an unknown provider '{hint[:64]}'. Providers: "
+                           + ", ".join(sorted(PROVIDERS)), param="x-inference-provider", code="invalid_provider")
+    prefix, slash, rest = model.partition("/")
+    return hint, rest if slash and rest and prefix.lower() == hint else model
 
 
 def split_model(model: str) -> tuple[str, str]:

@@ -33,7 +33,7 @@ EVENT_FILES = sorted(EVENTS.glob("*.json"))
 GATEWAY_KEY = "sb-example-gateway-key"
 OPENAI_KEY = "sk-example-openai-key-fake"
 
-CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+CALL_PATHS = frozenset({"/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"})
 EXPECT_KEYS = frozenset({"status", "content_type", "body_contains", "body_json", "record"})
 
 
@@ -130,12 +130,12 @@ def test_event(event_file: Path, lambda_handler, call_store):
     if "body_json" in expect:
         assert_subset(expect["body_json"], json.loads(body), "body")
     assert GATEWAY_KEY not in body and OPENAI_KEY not in body
-    if headers.get("content-type", "").startswith("text/event-stream"):
-        assert_sse_framing(body)
-
     method, path = method_and_path(event)
-    if method == "POST" and path in CHAT_PATHS:
-        # Every chat request, refused or served, leaves one record, written before the response ended.
+    if headers.get("content-type", "").startswith("text/event-stream"):
+        assert_responses_framing(body) if path.endswith("/responses") else assert_sse_framing(body)
+
+    if method == "POST" and path in CALL_PATHS:
+        # Every model call, refused or served, leaves one record, written before the response ended.
         request_id = headers.get("x-request-id")
         assert request_id, f"no x-request-id header in {where}"
         record = call_store.call(request_id)
@@ -187,6 +187,22 @@ def assert_sse_framing(body: str) -> None:
     for event in events[:-1]:
         assert event.startswith("data: ") and "\n" not in event, f"badly framed event {event[:200]!r}"
         assert isinstance(json.loads(event[len("data: "):]), dict), f"event is not a JSON object: {event[:200]!r}"
+
+
+def assert_responses_framing(body: str) -> None:
+    """Every event `event: <type>` then one `data: {json}` line of that type, numbered upwards, the last
+    one response.completed."""
+    assert body.endswith("\n\n"), f"the stream does not end with a blank line: {body[-80:]!r}"
+    numbers = []
+    for event in body[:-2].split("\n\n"):
+        name_line, _, data_line = event.partition("\n")
+        assert name_line.startswith("event: ") and data_line.startswith("data: ") and "\n" not in data_line, \
+            f"badly framed event {event[:200]!r}"
+        data = json.loads(data_line[len("data: "):])
+        assert data["type"] == name_line[len("event: "):], f"event name and type differ in {event[:200]!r}"
+        numbers.append(data["sequence_number"])
+    assert numbers == list(range(len(numbers))), f"sequence numbers {numbers}"
+    assert data["type"] == "response.completed", f"the last event is {data['type']}"
 
 
 def assert_subset(expected: object, actual: object, where: str) -> None:

@@ -71,6 +71,7 @@ class Kind:
     simulator: tuple[tuple[str, int], ...] = ()
     upstream_fault: bool = False
     expect: str = "done"  # done | json_error | error_event | disconnect
+    api: str = "chat"  # chat | responses: which door the request takes
 
 
 KINDS = (
@@ -83,6 +84,12 @@ KINDS = (
                                                         ("x-switchboard-fallbacks", "openai/ok")),
          upstream_fault=True),
     Kind("client_disconnect", 0.05, expect="disconnect"),
+    Kind("responses_normal", 0.05, api="responses"),
+    Kind("responses_5xx_fallback", 0.02, "openai/fail-503", (("x-switchboard-fallbacks", "openai/ok"),),
+         upstream_fault=True, api="responses"),
+    Kind("responses_cut_mid_stream", 0.02, simulator=(("cut_after", 5),), upstream_fault=True,
+         expect="error_event", api="responses"),
+    Kind("responses_client_disconnect", 0.01, expect="disconnect", api="responses"),
 )
 KIND_BY_NAME = {kind.name: kind for kind in KINDS}
 
@@ -136,8 +143,11 @@ class Concurrency:
 
 async def send_one(client: httpx.AsyncClient, url: str, task_id: str, kind: Kind, outcome: Outcome,
                    concurrency: Concurrency) -> Outcome:
-    body: dict = {"model": kind.model, "stream": True,
-                  "messages": [{"role": "user", "content": f"soak request {outcome.wave}.{outcome.index}"}]}
+    prompt = f"soak request {outcome.wave}.{outcome.index}"
+    body: dict = {"model": kind.model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    if kind.api == "responses":
+        body = {"model": kind.model, "stream": True, "input": prompt}
+        url = url.replace("/chat/completions", "/responses")
     if kind.simulator:
         body["simulator"] = dict(kind.simulator)
     headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-inference-task-id": task_id, **dict(kind.headers)}
@@ -191,6 +201,8 @@ async def read_stream(response: httpx.Response, outcome: Outcome, hang_up: bool)
 
 def parse_event(block: bytes) -> tuple[str, str | None]:
     """(what the event is: done | error_event | content | chunk, the problem with it or None)."""
+    if block.startswith(b"event: "):
+        return parse_responses_event(block)
     if not block.startswith(b"data: ") or b"\n" in block:
         return "bad", f"not a single data line: {block[:120]!r}"
     payload = block[6:]
@@ -209,6 +221,26 @@ def parse_event(block: bytes) -> tuple[str, str | None]:
     choices = event.get("choices") or [{}]
     delta = choices[0].get("delta") if isinstance(choices[0], dict) else None
     return ("content" if isinstance(delta, dict) and delta.get("content") else "chunk"), None
+
+
+RESPONSES_ENDINGS = {"response.completed": "done", "response.incomplete": "done", "response.failed": "error_event"}
+
+
+def parse_responses_event(block: bytes) -> tuple[str, str | None]:
+    """A Responses API event: `event: <type>` and one `data:` line whose type matches."""
+    name_line, _, data_line = block.partition(b"\n")
+    if not data_line.startswith(b"data: ") or b"\n" in data_line:
+        return "bad", f"not an event line and one data line: {block[:120]!r}"
+    try:
+        event = json.loads(data_line[6:])
+    except ValueError:
+        return "bad", f"event is not JSON: {data_line[:120]!r}"
+    name = name_line[7:].decode("latin-1")
+    if not isinstance(event, dict) or event.get("type") != name:
+        return "bad", f"event type does not match its name: {block[:120]!r}"
+    if name == "response.failed" and not (event.get("response") or {}).get("error"):
+        return "bad", "response.failed without an error"
+    return RESPONSES_ENDINGS.get(name, "content" if name == "response.output_text.delta" else "chunk"), None
 
 
 def check_error_body(raw: bytes, headers: httpx.Headers, outcome: Outcome) -> str | None:

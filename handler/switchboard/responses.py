@@ -49,40 +49,58 @@ def chat_body_from_responses(body: dict) -> tuple[dict, dict]:
         raise GatewayError(400, "'input' produced no messages: send at least one message.", param="input",
                            code="invalid_input")
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
-    chat_tool_list, echoed_tools = tools_from_responses(body.get("tools"))
+    echoed_tools = _copy_tools(body, chat)
+    _copy_sampling(body, chat)
+    _copy_stream(body, chat)
+    reasoning = _copy_formats(body, chat)
+    for name in PASSED_THROUGH:
+        if name in body:
+            chat[name] = body[name]
+    return chat, _echo(body, echoed_tools, reasoning)
+
+
+def _copy_tools(body: dict, chat: dict) -> list[dict]:
+    """Tools, tool_choice and parallel_tool_calls into `chat`; returns the tools as the Response echoes them."""
+    chat_tools, echoed_tools = tools_from_responses(body.get("tools"))
     tool_choice = tool_choice_from_responses(body.get("tool_choice"))
     parallel = body.get("parallel_tool_calls")
     if parallel is not None and not isinstance(parallel, bool):
         raise GatewayError(400, "'parallel_tool_calls' must be true or false.", param="parallel_tool_calls",
                            code="invalid_type")
-    if chat_tool_list:  # OpenAI refuses tool_choice and parallel_tool_calls without tools
-        chat["tools"] = chat_tool_list
+    if chat_tools:  # OpenAI refuses tool_choice and parallel_tool_calls without tools
+        chat["tools"] = chat_tools
         if tool_choice is not None:
             chat["tool_choice"] = tool_choice
         if parallel is not None:
             chat["parallel_tool_calls"] = parallel
-    _copy_sampling(body, chat)
-    _copy_stream(body, chat)
-    text = body.get("text")
-    response_format = response_format_from_text(text)
+    return echoed_tools
+
+
+def _copy_formats(body: dict, chat: dict) -> dict:
+    """text.format and reasoning.effort into `chat`; returns the reasoning settings to echo."""
+    response_format = response_format_from_text(body.get("text"))
     if response_format is not None:
         chat["response_format"] = response_format
     reasoning = _reasoning(body.get("reasoning"))
-    if reasoning.get("effort") is not None:
+    if reasoning["effort"] is not None:
         chat["reasoning_effort"] = reasoning["effort"]
-    for name in PASSED_THROUGH:
-        if name in body:
-            chat[name] = body[name]
-    echo = {
+    return reasoning
+
+
+def _echo(body: dict, tools: list[dict], reasoning: dict) -> dict:
+    """The request's settings as the Response object reports them (OpenAI's defaults where absent)."""
+    text = body.get("text") or {}
+    parallel = body.get("parallel_tool_calls")
+    return {
         "instructions": body.get("instructions") or None,
         "metadata": _metadata(body.get("metadata")),
-        "tools": echoed_tools,
+        "tools": tools,
         "tool_choice": body.get("tool_choice") if body.get("tool_choice") is not None else "auto",
         "parallel_tool_calls": parallel if parallel is not None else True,
         "temperature": body.get("temperature"),
         "top_p": body.get("top_p"),
         "max_output_tokens": body.get("max_output_tokens"),
-        "text": {"format": (text or {}).get("format") or {"type": "text"}, "verbosity": (text or {}).get("verbosity")},
+        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": text.get("verbosity")},
         "reasoning": reasoning,
         "user": body.get("user"),
         "store": False,  # accepted, but nothing is stored: the object says so
@@ -90,7 +108,6 @@ def chat_body_from_responses(body: dict) -> tuple[dict, dict]:
         "background": False,
         "previous_response_id": None,
     }
-    return chat, echo
 
 
 def _refuse_stateful(body: dict) -> None:
@@ -466,17 +483,26 @@ def _reasoning_item(item_id: str, status: str, content: list[dict]) -> dict:
 
 def response_from_completion(completion: dict, response_id: str, created_at: int, model: str, echo: dict) -> dict:
     """A non-streamed chat.completion -> the Response object the client receives."""
-    choices = completion.get("choices") if isinstance(completion, dict) else None
+    completion = completion if isinstance(completion, dict) else {}
+    choices = completion.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     status, incomplete = _final_status(choice.get("finish_reason"))
+    return _response_object(response_id, created_at, model, echo, status=status,
+                            output=_completion_output(message, response_id, status),
+                            usage=responses_usage(completion.get("usage")), incomplete_details=incomplete)
+
+
+def _completion_output(message: dict, response_id: str, status: str) -> list[dict]:
+    """A chat message's output items, in the order a model produces them: reasoning, words, calls."""
     output: list[dict] = []
     reasoning = _reasoning_text(message)
     if reasoning:
-        output.append(_reasoning_item(_item_id("rs", response_id, len(output)), status,
+        output.append(_reasoning_item(_item_id("rs", response_id, 0), status,
                                       [{"type": "reasoning_text", "text": reasoning}]))
-    content = [_text_part(message["content"])] if isinstance(message.get("content"), str) and message[
-        "content"] else []
+    content = []
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append(_text_part(message["content"]))
     if isinstance(message.get("refusal"), str) and message["refusal"]:
         content.append(_refusal_part(message["refusal"]))
     if content:
@@ -486,17 +512,15 @@ def response_from_completion(completion: dict, response_id: str, created_at: int
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             continue
         index = len(output)
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else _item_id(
-            "call", response_id, index)
+        call_id = call["id"] if isinstance(call.get("id"), str) and call["id"] else _item_id("call", response_id, index)
         output.append(_call_item(_item_id("fc", response_id, index), status, call_id, function["name"],
                                  _arguments(function.get("arguments"))))
-    return _response_object(response_id, created_at, model, echo, status=status, output=output,
-                            usage=responses_usage(completion.get("usage")), incomplete_details=incomplete)
+    return output
 
 
 def _reasoning_text(delta_or_message: dict) -> str | None:
-    """The reasoning some hosts send beside the content (`reasoning_content`, DeepSeek and Groq style, or
-    `reasoning`, OpenRouter and vLLM style)."""
+    """The reasoning some hosts send beside the content: `reasoning_content` (DeepSeek, xAI) or `reasoning`
+    (Groq, OpenRouter, vLLM)."""
     text = delta_or_message.get("reasoning_content") or delta_or_message.get("reasoning")
     return text if isinstance(text, str) and text else None
 

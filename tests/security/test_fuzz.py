@@ -117,6 +117,41 @@ CHAT_BODY = st.fixed_dictionaries(
 EXTRA_FIELDS = st.dictionaries(TEXT.filter(lambda name: name not in KNOWN), JSON, max_size=3)
 BODIES = mostly(st.builds(lambda body, extra: {**extra, **body}, CHAT_BODY, EXTRA_FIELDS))
 
+# The Responses API's body: input items, flat function tools, its own sampling and format fields.
+RESPONSES_PART = st.fixed_dictionaries(
+    {"type": mostly(st.sampled_from(["input_text", "output_text", "input_image"]), TEXT)},
+    optional={"text": mostly(TEXT), "image_url": IMAGE_URLS})
+RESPONSES_ITEM = mostly(st.one_of(
+    st.fixed_dictionaries({"role": mostly(st.sampled_from(["user", "assistant", "system", "developer"]), JSON)},
+                          optional={"type": st.just("message"),
+                                    "content": mostly(TEXT | st.lists(mostly(RESPONSES_PART), max_size=3))}),
+    st.fixed_dictionaries({"type": st.just("function_call")},
+                          optional={"call_id": mostly(TEXT), "name": mostly(TEXT),
+                                    "arguments": mostly(st.just('{"reason": "x"}') | TEXT)}),
+    st.fixed_dictionaries({"type": st.just("function_call_output")},
+                          optional={"call_id": mostly(TEXT), "output": mostly(TEXT)}),
+    st.fixed_dictionaries({"type": st.sampled_from(["reasoning", "web_search_call", "item_reference"])})))
+RESPONSES_TOOL = mostly(st.fixed_dictionaries(
+    {"type": mostly(st.just("function"), st.sampled_from(["web_search", "file_search", "mcp"]) | TEXT)},
+    optional={"name": mostly(st.sampled_from(["end_call", "skip_turn"]), TEXT), "description": TEXT,
+              "parameters": mostly(SCHEMA), "strict": mostly(st.booleans())}))
+RESPONSES_BODY = st.fixed_dictionaries(
+    {"model": MODELS, "input": mostly(TEXT | st.lists(RESPONSES_ITEM, min_size=1, max_size=4))},
+    optional={"instructions": mostly(TEXT), "stream": mostly(st.booleans(), st.none() | JSON),
+              "tools": mostly(st.lists(RESPONSES_TOOL, max_size=3)),
+              "tool_choice": mostly(st.sampled_from(["auto", "none", "required"]) | st.fixed_dictionaries(
+                  {"type": st.just("function"), "name": TEXT})),
+              "parallel_tool_calls": mostly(st.booleans()), "temperature": mostly(NUMBERS),
+              "top_p": mostly(NUMBERS), "max_output_tokens": mostly(NUMBERS), "user": mostly(TEXT),
+              "metadata": mostly(st.dictionaries(TEXT, TEXT, max_size=3)), "store": mostly(st.booleans()),
+              "previous_response_id": st.none() | TEXT,
+              "text": mostly(st.fixed_dictionaries({"format": mostly(st.fixed_dictionaries(
+                  {"type": st.sampled_from(["text", "json_object", "json_schema"])},
+                  optional={"name": TEXT, "schema": SCHEMA}))})),
+              "reasoning": mostly(st.fixed_dictionaries({"effort": mostly(st.sampled_from(["low", "high"]))})),
+              "user_id": mostly(TEXT), "elevenlabs_extra_body": mostly(st.dictionaries(TEXT, JSON))})
+RESPONSES_BODIES = mostly(st.builds(lambda body, extra: {**extra, **body}, RESPONSES_BODY, EXTRA_FIELDS))
+
 PRINTABLE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300).map(str.strip)
 HEADER_SUFFIX = st.text(string.ascii_lowercase + string.digits + "-_", min_size=1, max_size=30)
 HOSTS = (st.ip_addresses(v=4).map(str) | st.ip_addresses(v=6).map(lambda a: f"[{a}]")
@@ -148,21 +183,30 @@ def check_answer(response: httpx.Response) -> None:
         assert set(error) == {"message", "type", "param", "code"} and error["message"], error
         return
     assert response.status_code == 200, response.text[:500]
+    responses_api = response.request.url.path.endswith("/responses")
     if content_type.startswith("text/event-stream"):
         events = [event for event in response.text.split("\n\n") if event.strip()]
         assert events, "an empty event stream"
-        assert events[-1] == "data: [DONE]" or events[-1].startswith('data: {"error"'), events[-1][:300]
+        if responses_api:
+            assert events[-1].startswith(("event: response.completed", "event: response.incomplete",
+                                          "event: response.failed")), events[-1][:300]
+        else:
+            assert events[-1] == "data: [DONE]" or events[-1].startswith('data: {"error"'), events[-1][:300]
         assert response.text.endswith("\n\n"), "the stream ended mid-event"
+    elif responses_api:
+        answer = response.json()
+        assert answer.get("object") == "response" and isinstance(answer.get("output"), list)
     else:
         completion = response.json()
         assert completion.get("object") == "chat.completion" and isinstance(completion.get("choices"), list)
 
 
-def post(client: httpx.Client, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
+def post(client: httpx.Client, body: object, headers: dict[str, str] | None = None,
+         path: str = "/v1/chat/completions") -> httpx.Response:
     """One request on its own connection, so a connection the server drops is blamed on the request that did it."""
     content = json.dumps(body).encode()  # ASCII-escaped, so lone surrogates travel as \ud800 escapes
     try:
-        response = client.post("/v1/chat/completions", content=content, headers={
+        response = client.post(path, content=content, headers={
             "authorization": f"Bearer {GATEWAY_KEY}", "content-type": "application/json", "connection": "close",
             "x-inference-task-id": TASK, **(headers or {})})
     except httpx.TransportError as exc:
@@ -190,6 +234,12 @@ def settle(client: httpx.Client) -> None:
 @given(body=BODIES)
 def test_generated_bodies_never_get_a_5xx(client, body):
     check_answer(post(client, body))
+
+
+@FUZZ
+@given(body=RESPONSES_BODIES)
+def test_generated_responses_bodies_never_get_a_5xx(client, body):
+    check_answer(post(client, body, path="/v1/responses"))
 
 
 @HEADERS_FUZZ

@@ -146,6 +146,8 @@ class Relay:
                     raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
         except (UpstreamError, GatewayError) as exc:
             settle(admission)
+            if isinstance(exc, UpstreamError) and exc.usage:
+                apply_usage(record, exc.usage)
             error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
             record.status, record.error = error.status, error.message
             record.outcome = exc.kind if isinstance(exc, UpstreamError) else (error.code or error.type)
@@ -154,7 +156,7 @@ class Relay:
                 await chunks.aclose()
                 await self._record(record, clock, observer)
             if sent:
-                yield framer.failed(error.message, record.outcome)
+                yield framer.failed(error.message, error.code or record.outcome)
             else:
                 error.headers["x-request-id"] = record.request_id
                 yield error

@@ -35,6 +35,7 @@ class UpstreamError(Exception):
         self.kind = kind  # http_error | connect_error | timeout | stream_error | ...
         self.upstream_status = upstream_status
         self.retry_after = retry_after
+        self.usage: dict | None = None  # what the failing upstream still reported, for the record
 
     def to_gateway_error(self) -> GatewayError:
         headers = {"retry-after": self.retry_after} if self.retry_after else None

@@ -31,6 +31,9 @@ def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
     payload = dict(body)
     payload["model"] = route.model
     payload["stream"] = stream
+    if route.provider == "openai" and "max_tokens" in payload and "max_completion_tokens" not in payload:
+        # OpenAI's reasoning models refuse max_tokens; max_completion_tokens means the same on every model.
+        payload["max_completion_tokens"] = payload.pop("max_tokens")
     if stream:
         # Always ask for usage: the ledger needs token counts whether or not the client wants them.
         options = dict(payload.get("stream_options") or {})
@@ -60,7 +63,7 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
                     done = True
                     continue
                 try:
-                    parsed = _parse(data, route.provider, request.secrets)
+                    data, parsed = _parse(data, route.provider, request.secrets)
                 except UpstreamError as error:
                     failure = error
                     break
@@ -81,16 +84,22 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
                             kind="stream_error")
 
 
-def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> dict | None:
+def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> tuple[bytes, dict | None]:
+    """(the chunk's bytes for the client, its parsed form), or (data, None) for a chunk to skip."""
     try:
         parsed = json.loads(data)
     except (ValueError, RecursionError):
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a chunk that is not JSON.",
                             kind="stream_error") from None
     if not isinstance(parsed, dict):
-        return None
-    if "error" in parsed and "choices" not in parsed:
-        raise in_stream_error(provider, parsed, parsed["error"], secrets)
+        return data, None
+    if parsed.get("error"):  # OpenRouter sends it beside choices and usage: still the end of the answer
+        error = in_stream_error(provider, parsed, parsed["error"], secrets)
+        usage = parsed.get("usage")
+        error.usage = usage if isinstance(usage, dict) else None
+        raise error
+    if _flatten_content_parts(parsed):
+        data = dumps(parsed)  # rewritten to the shape OpenAI's clients parse
     problem = chunk_problem(parsed)
     if problem:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a malformed chunk ({problem}).",
@@ -99,7 +108,37 @@ def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> dict | None:
         groq = parsed.get("x_groq")
         if isinstance(groq, dict) and isinstance(groq.get("usage"), dict):
             parsed["usage"] = groq["usage"]  # Groq reports usage there; the bytes relayed stay as sent
-    return parsed
+    return data, parsed
+
+
+def _flatten_content_parts(chunk: dict) -> bool:
+    """Mistral's thinking models stream `content` as a list of text and thinking parts; OpenAI's clients
+    want a string. Text parts become `content`, thinking parts `reasoning_content`. True if it rewrote any."""
+    choices = chunk.get("choices")
+    changed = False
+    for choice in choices if isinstance(choices, list) else ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and isinstance(delta.get("content"), list):
+            text, thinking = _split_parts(delta["content"])
+            delta["content"] = text
+            if thinking:
+                delta["reasoning_content"] = thinking
+            changed = True
+    return changed
+
+
+def _split_parts(parts: list) -> tuple[str, str]:
+    text, thinking = [], []
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        elif part.get("type") == "thinking":
+            inner = part.get("thinking")
+            inner = inner if isinstance(inner, list) else [{"text": inner}]
+            thinking += [str(p.get("text") or "") for p in inner if isinstance(p, dict)]
+    return "".join(text), "".join(thinking)
 
 
 def chunk_problem(chunk: dict) -> str | None:

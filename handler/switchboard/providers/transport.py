@@ -175,8 +175,8 @@ class UpstreamClient:
         return self._session
 
     def _new_session(self, force_close: bool) -> aiohttp.ClientSession:
-        connector = _CleanConnector(limit=0, limit_per_host=0, ttl_dns_cache=60, force_close=force_close,
-                                    resolver=self.resolver, keepalive_timeout=60.0)
+        pooling = {"force_close": True} if force_close else {"keepalive_timeout": 60.0}
+        connector = _CleanConnector(limit=0, limit_per_host=0, ttl_dns_cache=60, resolver=self.resolver, **pooling)
         return aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=self.trust_env,
                                      auto_decompress=False, skip_auto_headers=("User-Agent",),
                                      cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,

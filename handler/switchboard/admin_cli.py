@@ -171,13 +171,20 @@ def note(message: str) -> None:
 def keys_create(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     try:
-        key = target.secrets().create_key(args.name, admin=args.admin, rpm=args.rpm, concurrent=args.concurrent)
+        key = target.secrets().create_key(args.name, admin=args.admin, rpm=args.rpm, concurrent=args.concurrent,
+                                          gateway=True if args.gateway else None)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
     print(key)
-    kind = "admin key" if args.admin else "key"
+    kind = key_kind(admin=args.admin, gateway=args.gateway or not args.admin)
     note(f"created {kind} '{args.name}' in {target.label}; it cannot be shown again, so store it now; {CACHE_HINT}")
     return 0
+
+
+def key_kind(*, admin: bool, gateway: bool) -> str:
+    if admin and gateway:
+        return "gateway and admin key"
+    return "admin key (admin API only)" if admin else "gateway key"
 
 
 @guarded
@@ -186,8 +193,8 @@ def keys_list(args: argparse.Namespace) -> int:
     if not keys:
         note("no gateway keys stored; create one with `switchboard keys create NAME`")
         return 0
-    rows = [[k["name"], "yes" if k["admin"] else "no", k["created_at"] or "-"] for k in keys]
-    print(table([("NAME", "<"), ("ADMIN", "<"), ("CREATED", "<")], rows))
+    rows = [[k["name"], yes_no(k["admin"]), yes_no(k["gateway"]), k["created_at"] or "-"] for k in keys]
+    print(table([("NAME", "<"), ("ADMIN", "<"), ("GATEWAY", "<"), ("CREATED", "<")], rows))
     return 0
 
 
@@ -307,8 +314,10 @@ def call_row(item: dict[str, Any]) -> list[str]:
 
 
 def public_fields(item: dict[str, Any]) -> dict[str, Any]:
-    """A call item without the table's key attributes."""
-    return {k: v for k, v in item.items() if k not in ("pk", "sk") and not k.startswith("gsi")}
+    """A call item as the admin API shows it: every record field (null where unknown), no table keys."""
+    from switchboard.ledger.store import public_record
+
+    return public_record(item)
 
 
 # -- formatting ---------------------------------------------------------------------------------------
@@ -326,6 +335,10 @@ def table(columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[str]], rul
     if rule_before_last and rows:
         lines.insert(len(lines) - 1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
 
 
 def count(value: int | float | None) -> str:
@@ -396,7 +409,10 @@ def _register_keys(commands: argparse._SubParsersAction, common: argparse.Argume
     actions = keys.add_subparsers(dest="keys_command", required=True)
     create = actions.add_parser("create", parents=[common], help="create a key and print it (only this once)")
     create.add_argument("name", type=key_name, help="who or what the key is for, e.g. elevenlabs-prod")
-    create.add_argument("--admin", action="store_true", help="the key may also use the admin API")
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key: the admin API (calls, usage) only, not chat or models")
+    create.add_argument("--gateway", action="store_true",
+                        help="with --admin: the key may call chat and models as well")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute allowed for this key")
     create.add_argument("--concurrent", type=int, default=None, help="concurrent streams allowed for this key")
     create.set_defaults(handler=keys_create)

@@ -16,12 +16,14 @@ from switchboard.protocol import GatewayError, dumps, error_body, error_type_for
 from switchboard.settings import Settings
 
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+RESPONSES_PATHS = frozenset({"/v1/responses", "/responses"})
 
 
 class SwitchboardApp:
-    """The ASGI entry: chat completions go straight to the gateway, everything else through FastAPI.
+    """The ASGI entry: model calls (chat completions, responses) go straight to the gateway, everything
+    else through FastAPI.
 
-    The chat route is the hot path a voice agent waits on; FastAPI's routing, dependency solving and
+    The call routes are the hot path a voice agent waits on; FastAPI's routing, dependency solving and
     middleware layers add a few hundred microseconds to every call and give it nothing it uses. It
     still gets FastAPI's error handling: the same handlers turn its exceptions into OpenAI bodies.
     """
@@ -33,11 +35,13 @@ class SwitchboardApp:
         return getattr(self.api, name)  # state, openapi(), routes, ...: the FastAPI app's
 
     async def __call__(self, scope: dict, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in CHAT_PATHS:
+        if scope["type"] == "http" and scope["method"] == "POST" and (
+                scope["path"] in CHAT_PATHS or scope["path"] in RESPONSES_PATHS):
             scope["app"] = self.api
             request = Request(scope, receive)
+            api = "chat" if scope["path"] in CHAT_PATHS else "responses"
             try:
-                response = await _gateway(request).chat_completions(request)
+                response = await _gateway(request).call(request, api)
             except GatewayError as exc:
                 response = _gateway_error_response(exc)
             except Exception as exc:
@@ -55,12 +59,20 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def lifespan(app: FastAPI):
         if getattr(app.state, "gateway", None) is None:
             app.state.gateway = build_gateway(settings or Settings.from_env())
+        await app.state.gateway.start()  # the upstream session exists before /health answers
         warm_in_background(app.state.gateway)
         yield
         await app.state.gateway.aclose()
 
-    app = FastAPI(title="switchboard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # The generated schema does not describe the real request bodies, so it is for operators only.
+    app = FastAPI(title="switchboard", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
     app.state.gateway = gateway
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> dict:
+        await _gateway(request).authenticate_admin(request)
+        return app.openapi()
 
     @app.get("/health")
     async def health() -> dict:
@@ -71,11 +83,18 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
     async def chat_completions(request: Request) -> Response:
         return await _gateway(request).chat_completions(request)
 
+    @app.post("/v1/responses")
+    @app.post("/responses", include_in_schema=False)
+    async def responses(request: Request) -> Response:
+        return await _gateway(request).responses(request)
+
     @app.get("/v1/models")
     @app.get("/models", include_in_schema=False)
     async def models(request: Request) -> dict:
         gateway = _gateway(request)
-        gateway.authenticate(request)
+        await gateway.identify(request)
+        if gateway.secrets is not None:
+            await gateway.secrets.ensure_fresh(gateway_keys=False)  # provider keys decide what is listed
         return {"object": "list", "data": [
             {"id": model, "object": "model", "created": 0, "owned_by": owner}
             for model, owner in gateway.models()
@@ -127,8 +146,10 @@ def _time(value: str | None, name: str) -> float | None:
 
 
 def public_record(item: dict) -> dict:
-    """A stored call as the admin API shows it: the record's fields, without the table's keys."""
-    return {k: v for k, v in item.items() if k not in {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"}}
+    """A stored call as the admin API shows it: every record field, `null` where unknown, no table keys."""
+    from switchboard.ledger.store import public_record as shown
+
+    return shown(item)
 
 
 def _gateway(request: Request) -> Gateway:

@@ -73,16 +73,17 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         print(f"switchboard: simulated upstream on {simulator.url} (models simulator/echo, simulator/tools, "
               "simulator/slow)", file=sys.stderr)
-    if not settings.api_keys and not settings.admin_keys:
-        print("switchboard: no gateway keys configured (SWITCHBOARD_API_KEYS); every request will get 401",
-              file=sys.stderr)
+    if not settings.api_keys:  # admin keys (SWITCHBOARD_ADMIN_KEYS) cannot call chat or models
+        print("switchboard: no gateway keys in SWITCHBOARD_API_KEYS; chat and models answer only keys made "
+              "with `switchboard keys create`", file=sys.stderr)
     print(f"switchboard: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
 
     from switchboard.app import create_app
+    from switchboard.serving import uvicorn_options
 
     try:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, access_log=False, log_level="warning",
-                    timeout_graceful_shutdown=5)
+        options = uvicorn_options(host=args.host, port=args.port, timeout_graceful_shutdown=5)
+        uvicorn.run(create_app(settings), **options)
     finally:
         if local_stack is not None:
             local_stack.stop()
@@ -110,7 +111,9 @@ def _simulator(args: argparse.Namespace) -> int:
 
     script = Script(first_token_ms=args.first_token_ms, tokens=args.tokens, gap_ms=args.gap_ms)
     print(f"switchboard simulator (simulated upstream) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    uvicorn.run(SimulatorApp(script), host=args.host, port=args.port, access_log=False, log_level="warning")
+    from switchboard.serving import uvicorn_options
+
+    uvicorn.run(SimulatorApp(script), **uvicorn_options(host=args.host, port=args.port))
     return 0
 
 

@@ -138,7 +138,7 @@ class Gateway:
         record.task_id = (headers.get("x-inference-task-id") or "default").strip()[:256] or "default"
         record.metadata = metadata_from_headers(headers)
         if self.secrets is not None:
-            await self.secrets.ensure_fresh()  # provider keys: normally a no-op (refreshed in the background)
+            await self.secrets.ensure_fresh(gateway_keys=False)  # provider keys: normally no wait at all
         _check_content_type(headers.get("content-type"))
         body = parse_json(await read_body(request, self.settings.max_body_bytes))
         echo: dict | None = None

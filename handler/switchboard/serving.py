@@ -1,4 +1,5 @@
-"""Run an ASGI app under uvicorn in a background thread: the simulator beside `serve`, tests, bench."""
+"""uvicorn as switchboard runs it: a cap on request heads, and a background-thread server for the
+simulator beside `serve`, tests and bench."""
 
 from __future__ import annotations
 
@@ -6,8 +7,91 @@ import asyncio
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = 64 * 1024  # request line plus headers; browsers and SDKs send a few KiB at most
+LINGER_S = 2.0  # after a 431, how long what the client still sends is read and dropped before closing
+
+
+def _head_too_large_response(limit: int) -> bytes:
+    from switchboard.protocol import dumps, error_body
+
+    body = dumps(error_body(f"The request's headers are larger than the gateway's limit of {limit} bytes.",
+                            "invalid_request_error", code="request_headers_too_large"))
+    return (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+
+
+class HeaderLimitedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on the request head (URL and headers).
+
+    llhttp has no limit of its own and uvicorn sets none on this path (h11 has one), so a head that
+    never ends would grow a connection's memory without bound. Past `max_head_bytes` the request is
+    not dispatched: the client gets 431 and the connection closes. Two counts: bytes received while a
+    head is incomplete (catches one endless header long before it ends), and the parsed head's size
+    once it is complete (catches a large head that arrived whole). Body bytes never count.
+    """
+
+    max_head_bytes = MAX_HEAD_BYTES
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes_seen = 0  # received since the current head began (an under-count, never over)
+        self._in_head = True
+        self._refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # dropped: the 431 is out, the connection is closing
+        self._head_bytes_seen += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes_seen > self.max_head_bytes and not self._answered():
+            self._refuse()
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.max_head_bytes:
+            self._refuse()
+            return
+        self._in_head, self._head_bytes_seen = False, 0
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._in_head, self._head_bytes_seen = True, 0
+        super().on_message_complete()
+
+    def _answered(self) -> bool:
+        """Refused already, or closing (uvicorn answered a malformed request with its own 400)."""
+        return self._refused or self.transport.is_closing()
+
+    def _refuse(self) -> None:
+        """431 and close; in the middle of another response (pipelining), only close."""
+        self._refused = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        self.transport.write(_head_too_large_response(self.max_head_bytes))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the 431 and EOF while we drop what it still sends
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def uvicorn_options(**overrides: Any) -> dict[str, Any]:
+    """The uvicorn settings every switchboard server shares (`serve`, the simulator, tests, bench)."""
+    options: dict[str, Any] = {"http": HeaderLimitedProtocol, "log_level": "warning", "access_log": False}
+    options.update(overrides)
+    return options
 
 
 def bind(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
@@ -27,9 +111,7 @@ class BackgroundServer:
         self.app = app
         self.sock = bind(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
-        config.setdefault("log_level", "warning")
-        config.setdefault("access_log", False)
-        config.setdefault("lifespan", "on")
+        config = uvicorn_options(**{"lifespan": "on", **config})
         self.server = uvicorn.Server(uvicorn.Config(app, **config))
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (uvicorn < 0.29)
         self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)

@@ -86,15 +86,15 @@ def test_keys_create_prints_the_key_once_and_stores_only_its_hash(stack, capsys)
     assert hashlib.sha256(key.encode()).hexdigest() in stored
 
 
-def test_keys_list_shows_name_and_admin_flag(stack, capsys):
+def test_keys_list_shows_name_and_scopes(stack, capsys):
     run(capsys, ["keys", "create", f"ops-admin-{RUN}", "--admin"])
 
     code, out, _ = run(capsys, ["keys", "list"])
 
     assert code == 0
-    assert out.splitlines()[0].split() == ["NAME", "ADMIN", "CREATED"]
+    assert out.splitlines()[0].split() == ["NAME", "ADMIN", "GATEWAY", "CREATED"]
     row = next(line for line in out.splitlines() if line.startswith(f"ops-admin-{RUN}"))
-    assert row.split()[1] == "yes"
+    assert row.split()[1:3] == ["yes", "no"]  # an admin key is admin-only unless made with --gateway
     assert "sb-" not in out
 
 

@@ -1,4 +1,4 @@
-"""The price catalog: USD per million input, output and cached-input tokens, per `provider/model`.
+"""The price catalog: USD per million input, output, cache-read and cache-write tokens, per `provider/model`.
 
 Shipped as a dated data file (prices.json beside this module); `SWITCHBOARD_PRICES` names a file
 whose entries override and extend it. An unknown model costs `None`, never 0: a report that says a
@@ -50,18 +50,23 @@ class PriceCatalog:
         return self.prices.get(f"{provider}/{model}")
 
     def cost(self, provider: str | None, model: str | None, prompt_tokens: int | None,
-             completion_tokens: int | None, cached_tokens: int | None = None) -> float | None:
+             completion_tokens: int | None, cached_tokens: int | None = None, *,
+             cache_write_tokens: int | None = None, total_tokens: int | None = None) -> float | None:
         """USD for one call; None when the model has no price or the upstream reported no usage.
 
-        `prompt_tokens` includes cached tokens (OpenAI's convention, which the Anthropic adapter
-        follows), so cached tokens are taken out of the full-price input and billed at their own rate.
+        `prompt_tokens` includes cached and cache-write tokens (OpenAI's convention, which the
+        Anthropic adapter follows), so both are taken out of the full-price input and billed at their
+        own rates. Tokens a provider counts only in `total_tokens` (xAI's reasoning) are output too.
         """
         price = self.price(provider, model)
         if price is None or prompt_tokens is None or completion_tokens is None:
             return None
         cached = min(cached_tokens or 0, prompt_tokens)
-        cached_rate = price.cached_input if price.cached_input is not None else price.input
-        usd = ((prompt_tokens - cached) * price.input + cached * cached_rate + completion_tokens * price.output)
+        cache_write = min(cache_write_tokens or 0, prompt_tokens - cached)
+        unreported_output = max(0, (total_tokens or 0) - prompt_tokens - completion_tokens)
+        usd = ((prompt_tokens - cached - cache_write) * price.input + cached * _or(price.cached_input, price.input)
+               + cache_write * _or(price.cache_write, price.input)
+               + (completion_tokens + unreported_output) * price.output)
         return round(usd / 1_000_000, 10)
 
     def models(self, provider: str) -> list[str]:
@@ -78,6 +83,10 @@ def _parse(models: dict, source: str) -> dict[str, Price]:
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{source}: price for '{name}' needs numeric 'input' and 'output'") from None
     return prices
+
+
+def _or(rate: float | None, fallback: float) -> float:
+    return fallback if rate is None else rate
 
 
 def _optional(value: object) -> float | None:

@@ -28,13 +28,19 @@ class CallRecord:
     status: int = 200
     outcome: str = "pending"  # finish_reason, an error type, or client_disconnected
     error: str | None = None
-    prompt_tokens: int | None = None
+    api: str = "chat"  # the client-facing API: "chat" (Chat Completions), later "responses"
+    prompt_tokens: int | None = None  # includes cached and cache-write tokens (OpenAI's convention)
     completion_tokens: int | None = None
-    cached_tokens: int | None = None
+    total_tokens: int | None = None  # as the upstream reported it; above prompt + completion: unbilled reasoning
+    cached_tokens: int | None = None  # cache reads
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
     usage_estimated: bool = False  # no usage from the upstream: completion tokens counted from deltas
     cost_usd: float | None = None
     priced: bool = False
-    ttft_ms: float | None = None
+    ttft_ms: float | None = None  # first content or tool-call delta
+    first_chunk_ms: float | None = None  # first chunk the client sees, reasoning included
+    upstream_latency_ms: float | None = None  # the upstream's own figure, where it reports one
     total_ms: float | None = None
     overhead_ms: float | None = None
     tool_calls: list[str] = field(default_factory=list)
@@ -57,13 +63,14 @@ class CallRecord:
 class CallClock:
     """Monotonic marks for one call; the record gets milliseconds, rounded to 0.01."""
 
-    __slots__ = ("start", "upstream_sent", "upstream_first", "client_first", "first_token")
+    __slots__ = ("start", "upstream_sent", "upstream_first", "client_first", "first_chunk", "first_token")
 
     def __init__(self) -> None:
         self.start = time.perf_counter()
         self.upstream_sent: float | None = None
         self.upstream_first: float | None = None  # first chunk from the upstream
         self.client_first: float | None = None  # that chunk handed to the server
+        self.first_chunk: float | None = None  # first chunk carrying anything the client sees (reasoning too)
         self.first_token: float | None = None  # first content or tool-call delta handed over
 
     @staticmethod

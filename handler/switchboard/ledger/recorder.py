@@ -19,7 +19,15 @@ FALLBACK_MESSAGE = "call record not stored; logged in full instead"
 STORED_LATE = "call record stored after its fallback line; that line is superseded"
 
 
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
+                "reasoning_tokens")
+MAX_TOKENS = 10**12  # no call comes near it; above it a count is garbage (and a 400-digit one breaks float math)
+
+
 class Recorder:
+    """Never raises: a record it cannot finish, price or store still goes to the log, and the caller's
+    rate-limit slot is freed whatever happened."""
+
     def __init__(self, store: CallStore | None, prices: PriceCatalog, *, write_budget_s: float = 0.5,
                  emit_metrics: bool = False, observers: Iterable[Callable[[CallRecord], None]] = (),
                  release: Callable[[str], Awaitable[None]] | None = None) -> None:
@@ -31,18 +39,42 @@ class Recorder:
         self.observers = list(observers)
 
     async def __call__(self, record: CallRecord, clock: CallClock) -> None:
-        finish(record, clock, self.prices)
+        release = asyncio.ensure_future(self._release(record.request_id)) if self.release else None
+        try:
+            self._finish(record, clock)
+            self._observe(record)
+            if self.emit_metrics:
+                emit_metrics(record)
+            if self.store is None:
+                log_record("info", "call record", record)
+            else:
+                await self._store(record)
+        except Exception as exc:  # a bug of ours: the record still reaches the log
+            _log_unrecorded(record, exc)
+        finally:
+            if release is not None:
+                await asyncio.shield(release)  # even when cancelled, the slot is freed
+
+    async def _release(self, request_id: str) -> None:
+        try:
+            await self.release(request_id)  # type: ignore[misc]
+        except Exception as exc:
+            logger.warning("rate-limit slot not released", extra={"request_id": request_id,
+                                                                   "error_type": type(exc).__name__})
+
+    def _finish(self, record: CallRecord, clock: CallClock) -> None:
+        try:
+            finish(record, clock, self.prices)
+        except Exception as exc:  # the record is written unfinished rather than not at all
+            logger.warning("call record not finished", extra={**call_fields(record), "error_type": type(exc).__name__})
+
+    def _observe(self, record: CallRecord) -> None:
         for observe in self.observers:
-            observe(record)
-        if self.emit_metrics:
-            emit_metrics(record)
-        if self.store is None:
-            log_record("info", "call record", record)
-            if self.release is not None:
-                await self.release(record.request_id)
-            return
-        await asyncio.gather(self._store(record), *([self.release(record.request_id)] if self.release else []),
-                             return_exceptions=True)
+            try:
+                observe(record)
+            except Exception as exc:
+                logger.warning("call record observer failed", extra={**call_fields(record),
+                                                                     "error_type": type(exc).__name__})
 
     async def _store(self, record: CallRecord) -> None:
         """The call item within the budget, else the full record to the log: exactly one of the two counts.
@@ -86,12 +118,41 @@ def _stored_late(future, record: CallRecord) -> None:
 
 def finish(record: CallRecord, clock: CallClock, prices: PriceCatalog) -> None:
     """Timings from the clock, then the price; called once, just before the record is stored."""
+    drop_implausible_usage(record)
     record.ttft_ms = clock.ms_since_start(clock.first_token)
+    record.first_chunk_ms = clock.ms_since_start(_earliest(clock.first_chunk, clock.first_token))
     record.total_ms = clock.ms_since_start(CallClock.now())
     record.overhead_ms = clock.overhead_ms()
     record.cost_usd = prices.cost(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
-                                  record.cached_tokens)
+                                  record.cached_tokens, cache_write_tokens=record.cache_write_tokens,
+                                  total_tokens=record.total_tokens)
     record.priced = prices.price(record.provider, record.model) is not None
+
+
+def drop_implausible_usage(record: CallRecord) -> None:
+    """Token counts that are not whole numbers in 0..MAX_TOKENS are the upstream's garbage: dropped, logged."""
+    dropped = []
+    for name in TOKEN_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not (type(value) is int and 0 <= value <= MAX_TOKENS):
+            setattr(record, name, None)
+            dropped.append(name)
+    if dropped:
+        logger.warning("implausible token counts from the upstream dropped",
+                       extra={**call_fields(record), "fields": dropped})
+
+
+def _earliest(*marks: float | None) -> float | None:
+    """The first content delta is itself a chunk the client sees, so it bounds the first chunk."""
+    present = [mark for mark in marks if mark is not None]
+    return min(present) if present else None
+
+
+def _log_unrecorded(record: CallRecord, exc: Exception) -> None:
+    try:
+        log_record("error", FALLBACK_MESSAGE, record, reason=type(exc).__name__)
+    except Exception:  # the record itself cannot be rendered: at least say which call it was
+        logger.exception("call record lost", extra={"request_id": record.request_id})
 
 
 def emit_metrics(record: CallRecord) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -15,6 +16,11 @@ from switchboard.ledger.record import CallRecord
 
 MAX_LIMIT = 1000
 MAX_DAYS_WITHOUT_TASK = 31  # one query per day: a bounded walk
+TABLE_KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})
+RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
+# What an item lacking a field held: the store leaves empty lists and maps out, and every record
+# written before `api` existed was a Chat Completions call. Any other missing field is unknown: null.
+MISSING_MEANS = {"attempts": list, "tool_calls": list, "metadata": dict, "api": lambda: "chat"}
 
 
 def iso(epoch: float) -> str:
@@ -40,6 +46,18 @@ def to_epoch(value: str | float | None) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def public_record(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored call as the admin API and CLI show it: every CallRecord field, whatever the item's age,
+    then the item's own extras (time, expiry), never the table's keys."""
+    shown = {name: item[name] if name in item else MISSING_MEANS.get(name, _none)() for name in RECORD_FIELDS}
+    shown.update({k: v for k, v in item.items() if k not in shown and k not in TABLE_KEYS})
+    return shown
+
+
+def _none() -> None:
+    return None
 
 
 class CallStore:
@@ -100,7 +118,8 @@ class CallStore:
         adds: dict[str, Any] = {
             "calls": 1, "errors": int(record.is_error),
             "prompt_tokens": record.prompt_tokens or 0, "completion_tokens": record.completion_tokens or 0,
-            "cached_tokens": record.cached_tokens or 0,
+            "cached_tokens": record.cached_tokens or 0, "cache_write_tokens": record.cache_write_tokens or 0,
+            "reasoning_tokens": record.reasoning_tokens or 0,
         }
         if record.cost_usd is not None:
             adds["cost_usd"] = record.cost_usd
@@ -189,12 +208,31 @@ class CallStore:
 
     def _marshal(self, values: dict[str, Any]) -> dict[str, Any]:
         serialize = _serializer().serialize
-        plain = json.loads(json.dumps(values, default=str), parse_float=Decimal)
+        plain = json.loads(json.dumps(values, default=str), parse_float=_dynamo_number, parse_int=_dynamo_number,
+                           parse_constant=lambda _: None)
         return {k: serialize(v) for k, v in plain.items()}
 
     def _unmarshal(self, item: dict[str, Any]) -> dict[str, Any]:
         deserialize = _deserializer().deserialize
         return {k: _plain(deserialize(v)) for k, v in item.items()}
+
+
+def _dynamo_number(text: str) -> Decimal | None:
+    """A number as DynamoDB holds it (38 digits, exponents -130..125); None (stored as NULL) when it cannot.
+
+    Such a number only comes from a misbehaving upstream; one bad field must not cost the whole item.
+    """
+    try:
+        return _dynamodb_context().create_decimal(text)
+    except ArithmeticError:  # decimal's Inexact, Rounded, Overflow, Underflow
+        return None
+
+
+@lru_cache(maxsize=1)
+def _dynamodb_context() -> Any:
+    from boto3.dynamodb.types import DYNAMODB_CONTEXT
+
+    return DYNAMODB_CONTEXT
 
 
 @lru_cache(maxsize=1)

@@ -6,8 +6,8 @@ from typing import Any
 
 from switchboard.ledger import schema
 
-COUNTERS = ("calls", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "unpriced_calls",
-            "ttft_sum_ms", "ttft_count")
+COUNTERS = ("calls", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+            "reasoning_tokens", "unpriced_calls", "ttft_sum_ms", "ttft_count")
 
 
 def report(rollups: list[dict[str, Any]]) -> dict[str, Any]:

@@ -2,21 +2,25 @@
 
 Each trial spawns `python -m uvicorn <app>` as handler/run.sh does, polls GET /health every 2 ms from
 the moment before spawning (what the Lambda Web Adapter waits for), and for the gateway then sends a
-first streamed chat at once and a second, warm one, each on a new connection.
+first streamed chat at once and a second, warm one, each on a new connection. Once, apart from the trials,
+`python -X importtime -c "import switchboard.asgi"` shows what aiohttp costs to import and that it is paid
+there, at start-up (uvicorn imports the app before /health can answer), not on a call's path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import Sample, Target, make_client, stream_once
-from bench.servers import GATEWAY_KEY, Fleet, HarnessError, Server, base_env, gateway_env, spawn_uvicorn
-from bench.stats import median
+from bench.servers import GATEWAY_KEY, ROOT, VENV_BIN, Fleet, HarnessError, Server, base_env, lambda_env, spawn_uvicorn
+from bench.stats import median, package_import_ms
 
 BARE_APP = "bench.bare_app:app"
 GATEWAY_APP = "switchboard.asgi:app"
+IMPORT_STATEMENT = "import switchboard.asgi"
 
 
 @dataclass
@@ -48,7 +52,7 @@ def bare_trial(fleet: Fleet, home: Path) -> Trial:
 
 
 def gateway_trial(fleet: Fleet, home: Path, simulator_url: str, model: str) -> Trial:
-    server = spawn_uvicorn(fleet, "gateway-asgi", GATEWAY_APP, gateway_env(home, simulator_url))
+    server = spawn_uvicorn(fleet, "gateway-asgi", GATEWAY_APP, lambda_env(home, simulator_url))
     try:
         health_s = server.wait_ready("/health")
         target = Target("gateway", server.url + "/v1", model, GATEWAY_KEY)
@@ -85,3 +89,17 @@ def summarize_trials(trials: list[Trial]) -> dict:
         "warm_chat_ttft_ms": {"median": median([t.warm_ttft_s * 1000 for t in gateway])},
         "first_minus_warm_ms": {"median": median(first_minus_warm), "all": first_minus_warm},
     }
+
+
+def import_times(home: Path, simulator_url: str) -> dict:
+    """aiohttp's share of importing the gateway app, in the gateway's environment, from one -X importtime run."""
+    argv = [str(VENV_BIN / "python"), "-X", "importtime", "-c", IMPORT_STATEMENT]
+    try:
+        result = subprocess.run(argv, cwd=ROOT, env=lambda_env(home, simulator_url), capture_output=True, text=True,
+                                timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"statement": IMPORT_STATEMENT, "error": f"{type(exc).__name__}: {exc}"}
+    if result.returncode != 0:
+        return {"statement": IMPORT_STATEMENT, "error": f"exit {result.returncode}: {result.stderr[-300:]}"}
+    return {"statement": IMPORT_STATEMENT, "aiohttp_ms": package_import_ms(result.stderr, "aiohttp"),
+            "total_ms": package_import_ms(result.stderr, "switchboard")}

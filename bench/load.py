@@ -1,35 +1,46 @@
-"""The load client: OpenAI streaming requests from one asyncio process, clocked per request.
+"""The load client: streaming requests from one asyncio process, clocked per request.
 
-TTFT is send to the first SSE event carrying non-empty `choices[0].delta.content`; total is send to
-`data: [DONE]`. Targets take turns in small batches (direct, gateway, [litellm], direct, ...) so a
-noisy moment on the machine lands on all of them alike.
+Chat Completions: TTFT is send to the first SSE event carrying non-empty `choices[0].delta.content`; total
+is send to `data: [DONE]`. Responses: the first non-empty `response.output_text.delta`, then
+`response.completed`. Bedrock ConverseStream (the simulator, directly): the first text `contentBlockDelta`,
+then `metadata`. Targets take turns in small batches (direct, gateway, [litellm], direct, ...) so a noisy
+moment on the machine lands on all of them alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
 
-from bench.stats import StreamWatcher
+from bench.converse import AwsCredentials, ConverseWatcher, converse_body, converse_path, signed_headers
+from bench.stats import ResponsesWatcher, StreamWatcher
 
 T = TypeVar("T")
-PROMPT = [{"role": "user", "content": "Say something short."}]
+PROMPT_TEXT = "Say something short."
+PROMPT = [{"role": "user", "content": PROMPT_TEXT}]
+CHAT, RESPONSES, CONVERSE = "chat", "responses", "converse"  # the wire format a target speaks
+WATCHERS = {CHAT: StreamWatcher, RESPONSES: ResponsesWatcher, CONVERSE: ConverseWatcher}
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    base_url: str  # up to and including /v1
+    base_url: str  # up to and including /v1; for CONVERSE the server's root
     model: str
     api_key: str | None = None
+    api: str = CHAT
+    aws: AwsCredentials | None = None  # CONVERSE only
 
     @property
     def url(self) -> str:
-        return self.base_url + "/chat/completions"
+        if self.api == CONVERSE:
+            return self.base_url + converse_path(self.model)
+        return self.base_url + ("/responses" if self.api == RESPONSES else "/chat/completions")
 
     def headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -71,9 +82,28 @@ def chat_body(target: Target, simulator: dict | None = None) -> dict:
     return body
 
 
+def responses_body(target: Target, simulator: dict | None = None) -> dict:
+    body: dict = {"model": target.model, "input": PROMPT_TEXT, "stream": True}
+    if simulator:
+        body["simulator"] = simulator  # passed through to the chat body the gateway builds
+    return body
+
+
+def encoded_request(target: Target, simulator: dict | None = None) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of one streaming request in the target's wire format; ConverseStream ones signed."""
+    headers = {"content-type": "application/json", **target.headers()}
+    if target.api == CONVERSE:
+        if target.aws is None:
+            raise ValueError(f"{target.name}: a ConverseStream target needs AWS credentials")
+        body = converse_body(PROMPT_TEXT)
+        return body, signed_headers(target.url, body, target.aws)
+    payload = responses_body(target, simulator) if target.api == RESPONSES else chat_body(target, simulator)
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode(), headers  # as httpx's json=
+
+
 async def stream_once(client: httpx.AsyncClient, target: Target, simulator: dict | None = None) -> Sample:
-    body = chat_body(target, simulator)
-    request = client.build_request("POST", target.url, json=body, headers=target.headers())
+    body, headers = encoded_request(target, simulator)
+    request = client.build_request("POST", target.url, content=body, headers=headers)
     sample = Sample(started=time.perf_counter())
     try:
         response = await client.send(request, stream=True)
@@ -82,7 +112,7 @@ async def stream_once(client: httpx.AsyncClient, target: Target, simulator: dict
                 text = (await response.aread())[:300].decode(errors="replace")
                 sample.error = f"HTTP {response.status_code}: {text}"
                 return sample
-            await _read_stream(response, sample)
+            await _read_stream(response, sample, WATCHERS[target.api]())
         finally:
             await response.aclose()
     except httpx.HTTPError as exc:
@@ -90,8 +120,8 @@ async def stream_once(client: httpx.AsyncClient, target: Target, simulator: dict
     return sample
 
 
-async def _read_stream(response: httpx.Response, sample: Sample) -> None:
-    watcher = StreamWatcher()
+async def _read_stream(response: httpx.Response, sample: Sample,
+                       watcher: StreamWatcher | ResponsesWatcher | ConverseWatcher) -> None:
     async for data in response.aiter_raw():
         if watcher.done:
             continue  # read on to the end of the body, so the connection goes back to the pool
@@ -104,7 +134,8 @@ async def _read_stream(response: httpx.Response, sample: Sample) -> None:
     if watcher.error:
         sample.error = watcher.error
     elif not watcher.done:
-        sample.error = "stream ended without [DONE]"
+        sample.error = "stream ended without [DONE]" if isinstance(watcher, StreamWatcher) else (
+            "stream ended before its last event")
     elif not watcher.first_token:
         sample.error = "no content token"
 

@@ -1,4 +1,5 @@
-"""Numbers into the report: per-target summaries, the `added` columns, the targets, the printed table."""
+"""Numbers into the report: per-target summaries, the `added` columns (each over its own baseline), Responses
+and Bedrock against chat through the same process, the targets, the printed table."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import math
 from pathlib import Path
 
 from bench.load import Results
-from bench.stats import Check, added, evaluate, json_safe, ratio, summarize
+from bench.stats import PACKAGE_LIMIT_MB, Check, added, evaluate, json_safe, ratio, summarize
 
 DIRECT, GATEWAY, GATEWAY_ASGI, LITELLM = "direct", "gateway", "gw-asgi", "litellm"
+GW_RESPONSES, DIRECT_BEDROCK, GW_BEDROCK = "gw-responses", "direct-bedrock", "gw-bedrock"
 TARGET_LABELS = {
     DIRECT: "the simulator, no hop in between",
     GATEWAY: "`switchboard serve` as `make run` runs it (embedded moto ledger: each record is written before [DONE])",
     GATEWAY_ASGI: "`uvicorn switchboard.asgi:app` as handler/run.sh runs it on Lambda, no table (records to the log)",
+    GW_RESPONSES: "the same gw-asgi process, POST /v1/responses (TTFT: first output_text.delta; total: completed)",
+    DIRECT_BEDROCK: "the simulator's ConverseStream, SigV4-signed, no hop (TTFT: first text delta; total: metadata)",
+    GW_BEDROCK: "the same gw-asgi process, chat with a bedrock/ model: Converse, SigV4, event stream to the simulator",
     LITELLM: "LiteLLM's proxy, no database",
 }
+BASELINE_OF = {GW_BEDROCK: DIRECT_BEDROCK}  # what `added` is measured against, when it was measured; else DIRECT
+BASELINES = frozenset({DIRECT, DIRECT_BEDROCK})
+NAME_WIDTH = 15
 
 
 def load_level(results: Results) -> dict[str, dict]:
@@ -31,11 +39,9 @@ def load_level(results: Results) -> dict[str, dict]:
             "error_examples": sorted({s.error for s in samples if s.error})[:3],
             "content_events_min": min((s.content_events for s in ok), default=0),
         }
-    direct = level.get(DIRECT, {})
-    for row in level.values():
-        row["added_ttft_p50_ms"] = added(row["ttft_ms"].get("p50"), direct.get("ttft_ms", {}).get("p50"))
-        row["added_total_p50_ms"] = added(row["total_ms"].get("p50"), direct.get("total_ms", {}).get("p50"))
-        row["added_after_first_token_p50_ms"] = added(row["added_total_p50_ms"], row["added_ttft_p50_ms"])
+    for name, row in level.items():
+        _add_over_baseline(name, row, level)
+    _compare_to_chat(level)
     if LITELLM in level:
         row = level[LITELLM]
         row["added_ttft_ratio_to_gateway"] = ratio(row["added_ttft_p50_ms"],
@@ -43,6 +49,38 @@ def load_level(results: Results) -> dict[str, dict]:
         row["added_ttft_ratio_to_gw_asgi"] = ratio(row["added_ttft_p50_ms"],
                                                    level.get(GATEWAY_ASGI, {}).get("added_ttft_p50_ms"))
     return level
+
+
+def baseline_for(name: str, level: dict[str, dict]) -> str | None:
+    """The row `name` is compared to: its own direct baseline when measured, else `direct`; none for baselines
+    other than `direct` itself (whose added stays 0, as it always has)."""
+    if name == DIRECT_BEDROCK:
+        return None
+    own = BASELINE_OF.get(name)
+    return own if own in level else DIRECT
+
+
+def _add_over_baseline(name: str, row: dict, level: dict[str, dict]) -> None:
+    baseline_name = baseline_for(name, level)
+    baseline = level.get(baseline_name or "", {})
+    row["baseline"] = baseline_name
+    row["added_ttft_p50_ms"] = added(row["ttft_ms"].get("p50"), baseline.get("ttft_ms", {}).get("p50"))
+    row["added_total_p50_ms"] = added(row["total_ms"].get("p50"), baseline.get("total_ms", {}).get("p50"))
+    row["added_after_first_token_p50_ms"] = added(row["added_total_p50_ms"], row["added_ttft_p50_ms"])
+
+
+def _compare_to_chat(level: dict[str, dict]) -> None:
+    """Responses and Bedrock against plain chat through the same process (gw-asgi), medians of this level."""
+    chat = level.get(GATEWAY_ASGI)
+    if chat is None:
+        return
+    if GW_RESPONSES in level:
+        row = level[GW_RESPONSES]
+        row["ttft_p50_minus_chat_ms"] = added(row["ttft_ms"].get("p50"), chat["ttft_ms"].get("p50"))
+        row["total_p50_minus_chat_ms"] = added(row["total_ms"].get("p50"), chat["total_ms"].get("p50"))
+    if GW_BEDROCK in level:
+        row = level[GW_BEDROCK]
+        row["added_ttft_minus_chat_added_ms"] = added(row["added_ttft_p50_ms"], chat["added_ttft_p50_ms"])
 
 
 def raw_samples(results: Results) -> dict[str, dict[str, list]]:
@@ -105,19 +143,49 @@ def _times(row: dict) -> str:
 def format_load(load: dict) -> list[str]:
     meta = load["settings"]
     lines = [f"Streaming: {meta['requests_per_target']} requests per target per level, {meta['tokens']} tokens "
-             "each, upstream first-token delay 0 ms. Times in ms; added = target p50 - direct p50.",
-             *[f"  {name:<9}{TARGET_LABELS.get(name, '')}" for name in meta["targets"]],
-             f"{'c':>3}  {'target':<9}{'TTFT p50':>9}{'p90':>8}{'p99':>8}  {'total p50':>9}{'p90':>8}{'p99':>8}  "
-             f"{'+TTFT p50':>10}{'+total p50':>11}  {'errors':>6}"]
+             "each, upstream first-token delay 0 ms. Times in ms; added = target p50 - direct p50 (or the baseline "
+             "noted).",
+             *[f"  {name:<{NAME_WIDTH}}{TARGET_LABELS.get(name, '')}" for name in meta["targets"]],
+             *[f"  {name:<{NAME_WIDTH}}NOT MEASURED: {reason}" for name, reason in load.get("skipped", {}).items()],
+             f"{'c':>3}  {'target':<{NAME_WIDTH}}{'TTFT p50':>9}{'p90':>8}{'p99':>8}  "
+             f"{'total p50':>9}{'p90':>8}{'p99':>8}  {'+TTFT p50':>10}{'+total p50':>11}  {'errors':>6}"]
     for c, level in load["levels"].items():
         for name, row in level.items():
             ttft, total = row["ttft_ms"], row["total_ms"]
+            baseline = name in BASELINES
             lines.append(
-                f"{c:>3}  {name:<9}{_ms(ttft.get('p50'), 9)}{_ms(ttft.get('p90'), 8)}{_ms(ttft.get('p99'), 8)}  "
+                f"{c:>3}  {name:<{NAME_WIDTH}}"
+                f"{_ms(ttft.get('p50'), 9)}{_ms(ttft.get('p90'), 8)}{_ms(ttft.get('p99'), 8)}  "
                 f"{_ms(total.get('p50'), 9)}{_ms(total.get('p90'), 8)}{_ms(total.get('p99'), 8)}  "
-                f"{_ms(None if name == DIRECT else row['added_ttft_p50_ms'], 10)}"
-                f"{_ms(None if name == DIRECT else row['added_total_p50_ms'], 11)}  {row['errors']:>6} "
-                f"{_times(row)}")
+                f"{_ms(None if baseline else row['added_ttft_p50_ms'], 10)}"
+                f"{_ms(None if baseline else row['added_total_p50_ms'], 11)}  {row['errors']:>6} "
+                f"{_times(row)}{_against(row)}")
+    return lines
+
+
+def _against(row: dict) -> str:
+    """Rows compared to something other than `direct` say so."""
+    return f"(added over {row['baseline']})" if row.get("baseline") not in (None, DIRECT) else ""
+
+
+def _more_or_less(difference: float) -> str:
+    return f"{abs(difference):.2f} ms {'more' if difference >= 0 else 'less'}"
+
+
+def format_comparisons(load: dict) -> list[str]:
+    """The sentences the Responses and Bedrock targets exist for, per level, from this run's medians."""
+    lines = []
+    for c, level in load["levels"].items():
+        responses, bedrock, chat = level.get(GW_RESPONSES), level.get(GW_BEDROCK), level.get(GATEWAY_ASGI, {})
+        if responses and responses.get("total_p50_minus_chat_ms") is not None:
+            lines.append(f"  c={c}: Responses adds {_more_or_less(responses['ttft_p50_minus_chat_ms'])} than chat "
+                         f"to TTFT (gw-responses p50 {responses['ttft_ms']['p50']:.2f} vs gw-asgi "
+                         f"{chat['ttft_ms']['p50']:.2f} ms, same process), "
+                         f"{_more_or_less(responses['total_p50_minus_chat_ms'])} to total")
+        if bedrock and bedrock.get("added_ttft_minus_chat_added_ms") is not None:
+            lines.append(f"  c={c}: Bedrock adds {bedrock['added_ttft_p50_ms']:.2f} ms TTFT over {bedrock['baseline']}"
+                         f", chat {chat['added_ttft_p50_ms']:.2f} ms over direct: Bedrock adds "
+                         f"{_more_or_less(bedrock['added_ttft_minus_chat_added_ms'])} than chat")
     return lines
 
 
@@ -127,12 +195,16 @@ def format_tail(load: dict, chunks_after_first: int) -> list[str]:
     lines = []
     for name, row in level.items():
         after = row.get("added_after_first_token_p50_ms")
-        if name == DIRECT or after is None:
+        if name in BASELINES or after is None:
             continue
         lines.append(f"  after the first token {name} adds {after:.2f} ms over {chunks_after_first} more chunks "
-                     f"and [DONE] at c=1 (~{after * 1000 / chunks_after_first:.0f} us per chunk, any work before "
-                     "[DONE] included)")
+                     f"and {_stream_end(name)} at c=1 (~{after * 1000 / chunks_after_first:.0f} us per chunk, any "
+                     "work before it included)")
     return lines
+
+
+def _stream_end(name: str) -> str:
+    return "response.completed" if name == GW_RESPONSES else "[DONE]"
 
 
 def format_coldstart(cold: dict) -> list[str]:
@@ -143,7 +215,20 @@ def format_coldstart(cold: dict) -> list[str]:
         f"  gateway spawn -> first token of its first chat: {cold['gateway_start_to_first_token_ms']['median']:.1f} ms",
         f"  first chat TTFT {cold['first_chat_ttft_ms']['median']:.2f} ms, warm chat TTFT "
         f"{cold['warm_chat_ttft_ms']['median']:.2f} ms, first - warm {cold['first_minus_warm_ms']['median']:.2f} ms",
+        *format_import(cold.get("aiohttp_import")),
     ]
+
+
+def format_import(found: dict | None) -> list[str]:
+    """Where aiohttp is loaded: by `import switchboard.asgi` (start-up, before /health) or not (a call's path)."""
+    if not found:
+        return []
+    if found.get("error"):
+        return [f"  aiohttp import time: not measured ({found['error']})"]
+    if found.get("aiohttp_ms") is None:
+        return [f"  aiohttp is NOT imported by `{found['statement']}`: it loads later, on a call's path"]
+    return [f"  aiohttp imported during start-up: {found['aiohttp_ms']:.1f} ms of the {found['total_ms']:.1f} ms "
+            f"`{found['statement']}` takes (-X importtime, once), before /health answers, not on a call's path"]
 
 
 def format_memory(memory: dict) -> list[str]:
@@ -159,7 +244,8 @@ def format_size(size: dict) -> list[str]:
     if not size.get("measured"):
         return [f"Package size: not measured ({size.get('reason')})"]
     return [f"Package size ({size['source']}): function {size['function_bytes'] / 1e6:.2f} MB + layer "
-            f"{size['layer_bytes'] / 1e6:.2f} MB = {size['total_mb']:.2f} MB unzipped"]
+            f"{size['layer_bytes'] / 1e6:.2f} MB = {size['total_mb']:.2f} MB unzipped (limit {PACKAGE_LIMIT_MB:g} MB: "
+            "the layer carries aiohttp)"]
 
 
 def format_targets(checks: list[Check]) -> list[str]:
@@ -178,7 +264,7 @@ def format_report(report: dict) -> str:
              f"run took {meta.get('duration_s', 0):.0f} s (load average at start {load_average})", ""]
     if report.get("load"):
         load = report["load"]
-        lines += format_load(load) + format_tail(load, load["settings"]["tokens"]) + [""]
+        lines += format_load(load) + format_comparisons(load) + format_tail(load, load["settings"]["tokens"]) + [""]
     if report.get("coldstart"):
         lines += format_coldstart(report["coldstart"]) + [""]
     if report.get("memory"):

@@ -1,5 +1,6 @@
 """`make bench`: the gateway's overhead against going direct (and LiteLLM's, with BENCH_PEERS=litellm),
-its cold start against a bare FastAPI app, its memory under 200 streams and its package size.
+for chat, Responses and Bedrock; its cold start against a bare FastAPI app (and what importing aiohttp costs
+it); its memory under 200 streams and its package size.
 
 Run from the repository root: `.venv/bin/python -m bench.run`. Settings (environment):
   BENCH_REQUESTS     streams per target per concurrency level (default 200)
@@ -28,9 +29,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import coldstart, footprint
-from bench.load import Target, interleaved, make_client, warm_up
-from bench.report import DIRECT, GATEWAY, GATEWAY_ASGI, LITELLM, format_report, load_level, raw_samples, write_json
+from bench.load import CONVERSE, RESPONSES, Target, interleaved, make_client, stream_once, warm_up
+from bench.report import (
+    DIRECT,
+    DIRECT_BEDROCK,
+    GATEWAY,
+    GATEWAY_ASGI,
+    GW_BEDROCK,
+    GW_RESPONSES,
+    LITELLM,
+    format_report,
+    load_level,
+    raw_samples,
+    write_json,
+)
 from bench.servers import (
+    BENCH_AWS,
     GATEWAY_KEY,
     LITELLM_MASTER_KEY,
     LITELLM_MODEL,
@@ -38,8 +52,8 @@ from bench.servers import (
     Fleet,
     HarnessError,
     Server,
-    gateway_env,
     install_litellm,
+    lambda_env,
     litellm_venv,
     spawn_uvicorn,
     start_gateway,
@@ -50,6 +64,7 @@ from bench.servers import (
 TOKENS = 20
 WARM_UP_REQUESTS = 20
 GATEWAY_MODEL = "openai/echo"  # the OpenAI-compatible path with a provider key, as a real deployment runs
+BEDROCK_MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"  # an inference profile id, `:` and all
 SERVE_MEMORY = "gateway (switchboard serve, embedded moto ledger)"
 LAMBDA_MEMORY = "gateway (uvicorn switchboard.asgi:app, as on Lambda)"
 
@@ -90,7 +105,37 @@ def section(report: dict, name: str, measure: Callable[[], object]) -> None:
     report["meta"]["section_s"][name] = round(time.monotonic() - started, 1)
 
 
-async def measure_load(targets: list[Target], config: Config) -> dict:
+async def first_errors(targets: list[Target]) -> dict[str, str]:
+    """One stream to each target; the error of each that failed (a route missing, a provider not there yet)."""
+    errors = {}
+    async with make_client(4) as client:
+        for target in targets:
+            for _attempt in range(3):  # a first call may pay for lazy set-up; three failures in a row are real
+                sample = await stream_once(client, target)
+                if sample.ok:
+                    break
+            else:
+                errors[target.name] = sample.error or "failed"
+    return errors
+
+
+def bedrock_targets(simulator: Server, gateway: Server) -> tuple[list[Target], dict[str, str]]:
+    """(direct-bedrock and gw-bedrock, or neither; why not): skipped, with the reason, when the simulator has no
+    working ConverseStream route or the gateway cannot reach it through its Bedrock provider."""
+    direct = Target(DIRECT_BEDROCK, simulator.url, BEDROCK_MODEL, api=CONVERSE, aws=BENCH_AWS)
+    through = Target(GW_BEDROCK, gateway.url + "/v1", "bedrock/" + BEDROCK_MODEL, GATEWAY_KEY)
+    errors = asyncio.run(first_errors([direct]))
+    if DIRECT_BEDROCK in errors:
+        reason = f"the simulator has no working ConverseStream route ({errors[DIRECT_BEDROCK][:200]})"
+        return [], {DIRECT_BEDROCK: reason, GW_BEDROCK: reason}
+    errors = asyncio.run(first_errors([through]))
+    if GW_BEDROCK in errors:
+        reason = f"the gateway's Bedrock calls fail ({errors[GW_BEDROCK][:200]})"
+        return [], {DIRECT_BEDROCK: "no gw-bedrock to compare with", GW_BEDROCK: reason}
+    return [direct, through], {}
+
+
+async def measure_load(targets: list[Target], config: Config, skipped: dict[str, str]) -> dict:
     async with make_client(max(config.concurrency) * len(targets) + 10) as client:
         warm_errors = await warm_up(client, targets, WARM_UP_REQUESTS)
         for name, errors in warm_errors.items():
@@ -104,7 +149,7 @@ async def measure_load(targets: list[Target], config: Config) -> dict:
             log(f"  c={concurrency} done")
     return {"settings": {"requests_per_target": config.requests, "tokens": TOKENS,
                          "warm_up_per_target": WARM_UP_REQUESTS, "targets": [t.name for t in targets]},
-            "levels": levels, "samples": samples}
+            "levels": levels, "samples": samples, "skipped": skipped}
 
 
 async def _memory_of(server: Server, streams: int) -> dict:
@@ -116,7 +161,7 @@ async def _memory_of(server: Server, streams: int) -> dict:
 
 def start_lambda_shaped(fleet: Fleet, simulator: Server, home: Path) -> Server:
     """The gateway as the web adapter runs it (handler/run.sh), with no ledger table: records go to the log."""
-    server = spawn_uvicorn(fleet, "gateway-asgi", coldstart.GATEWAY_APP, gateway_env(home, simulator.url))
+    server = spawn_uvicorn(fleet, "gateway-asgi", coldstart.GATEWAY_APP, lambda_env(home, simulator.url))
     server.wait_ready("/health")
     return server
 
@@ -162,17 +207,24 @@ def run(config: Config, scratch: Path) -> dict:
         asgi = start_lambda_shaped(fleet, simulator, scratch)
         targets = [Target(DIRECT, simulator.url + "/v1", "echo"),
                    Target(GATEWAY, gateway.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY),
-                   Target(GATEWAY_ASGI, asgi.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY)]
+                   Target(GATEWAY_ASGI, asgi.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY),
+                   Target(GW_RESPONSES, asgi.url + "/v1", GATEWAY_MODEL, GATEWAY_KEY, api=RESPONSES)]
+        bedrock, skipped = bedrock_targets(simulator, asgi)
+        targets += bedrock
+        for name, reason in skipped.items():
+            log(f"{name} not measured: {reason}")
         if LITELLM in config.peers:
             try:
                 targets.append(litellm_target(fleet, simulator, scratch, report))
             except HarnessError as exc:
                 report.setdefault("failures", []).append(f"litellm: {exc}")
                 log(f"LiteLLM not measured: {exc}")
-        section(report, "load", lambda: asyncio.run(measure_load(targets, config)))
+        section(report, "load", lambda: asyncio.run(measure_load(targets, config, skipped)))
         if config.cold_trials > 0:
-            section(report, "coldstart", lambda: coldstart.summarize_trials(coldstart.run_trials(
-                fleet, scratch, simulator.url, GATEWAY_MODEL, config.cold_trials)))
+            section(report, "coldstart", lambda: {
+                **coldstart.summarize_trials(coldstart.run_trials(fleet, scratch, simulator.url, GATEWAY_MODEL,
+                                                                  config.cold_trials)),
+                "aiohttp_import": coldstart.import_times(scratch, simulator.url)})
         if config.memory_streams > 0:
             section(report, "memory", lambda: measure_memory(fleet, gateway, simulator, scratch,
                                                              config.memory_streams))

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.converse import AwsCredentials
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(os.environ.get("BENCH_VENV_BIN") or ROOT / ".venv" / "bin")
 HOST = "127.0.0.1"
@@ -25,6 +27,9 @@ OPENAI_KEY = "sk-bench-fake"
 LITELLM_MASTER_KEY = "sk-bench-master-fake"
 LITELLM_VERSION = "1.106.2"
 LITELLM_MODEL = "bench-echo"
+# Bedrock calls are SigV4-signed with these by the gateway (botocore's chain reads them from the environment)
+# and checked against them by the simulator, which accepts the AWS_* keys in its own environment.
+BENCH_AWS = AwsCredentials("AKIABENCHFAKE0000000", "bench-aws-secret-access-key-fake", "us-east-1")
 
 UVICORN_FLAGS = ("--host", HOST, "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2")
 
@@ -152,16 +157,28 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
+def aws_env(aws: AwsCredentials) -> dict[str, str]:
+    return {"AWS_ACCESS_KEY_ID": aws.access_key_id, "AWS_SECRET_ACCESS_KEY": aws.secret_access_key,
+            "AWS_REGION": aws.region}
+
+
 def gateway_env(home: Path, simulator_url: str) -> dict[str, str]:
     return {**base_env(home), "SIMULATOR_BASE_URL": simulator_url + "/v1", "OPENAI_BASE_URL": simulator_url + "/v1",
             "OPENAI_API_KEY": OPENAI_KEY, "SWITCHBOARD_API_KEYS": GATEWAY_KEY, "SWITCHBOARD_HOME": str(home)}
 
 
+def lambda_env(home: Path, simulator_url: str) -> dict[str, str]:
+    """The Lambda-shaped gateway's environment: as `gateway_env`, plus what Lambda always sets (the role's
+    credentials, AWS_REGION, here fake) and the SDKs' own endpoint override pointing Bedrock at the simulator."""
+    return {**gateway_env(home, simulator_url), **aws_env(BENCH_AWS), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": simulator_url}
+
+
 def start_simulator(fleet: Fleet, tokens: int, home: Path) -> Server:
+    """The simulated upstream; its Bedrock routes accept signatures by the AWS keys in its environment."""
     port = free_port()
     argv = [str(VENV_BIN / "switchboard"), "simulator", "--host", HOST, "--port", str(port),
             "--first-token-ms", "0", "--tokens", str(tokens), "--gap-ms", "0"]
-    server = fleet.spawn("simulator", argv, base_env(home), port)
+    server = fleet.spawn("simulator", argv, {**base_env(home), **aws_env(BENCH_AWS)}, port)
     server.wait_ready("/health", timeout=30)
     return server
 

@@ -1,4 +1,4 @@
-"""The harness's pure parts: percentiles, the SSE stream watcher that clocks TTFT, and the targets.
+"""The harness's pure parts: percentiles, the SSE stream watchers that clock TTFT, import times, the targets.
 
 Nothing here touches a socket or a clock, so tests/unit/test_bench_stats.py can check it all quickly.
 """
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 PERCENTILES = (50, 90, 99)
+PACKAGE_LIMIT_MB = 30.0  # function + layer unzipped; the layer carries aiohttp (tests/infra/test_build.py agrees)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -52,12 +53,10 @@ def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
     return peak
 
 
-class StreamWatcher:
-    """Reads an OpenAI SSE byte stream as it arrives, in chunks split anywhere.
-
-    `first_token` turns true with the first event whose `choices[0].delta.content` is non-empty (what a
-    voice agent can speak), `done` with `data: [DONE]`. Lines may end in LF or CRLF.
-    """
+class _SseWatcher:
+    """Reads a server-sent event byte stream as it arrives, in chunks split anywhere; each complete event's
+    JSON goes to `_event`. Lines may end in LF or CRLF; `event:`, `id:`, `retry:` and comments are skipped
+    (every event the clock needs says what it is in its JSON)."""
 
     def __init__(self) -> None:
         self._pending = b""
@@ -79,27 +78,69 @@ class StreamWatcher:
         elif line.startswith(b"data:"):
             value = line[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
-        # event:, id:, retry: and comments carry nothing the clock needs
 
     def _dispatch(self) -> None:
         if not self._data:
             return
         data, self._data = b"\n".join(self._data), []
         if data == b"[DONE]":
-            self.done = True
+            self._done_marker()
             return
         try:
             event = json.loads(data)
         except ValueError:
             self.error = self.error or "an SSE event that is not JSON"
             return
-        if not isinstance(event, dict):
-            return
+        if isinstance(event, dict):
+            self._event(event)
+
+    def _done_marker(self) -> None:
+        self.done = True
+
+    def _event(self, event: dict) -> None:
+        raise NotImplementedError
+
+    def _content_token(self) -> None:
+        self.content_events += 1
+        self.first_token = True
+
+
+class StreamWatcher(_SseWatcher):
+    """OpenAI Chat Completions: `first_token` turns true with the first event whose
+    `choices[0].delta.content` is non-empty (what a voice agent can speak), `done` with `data: [DONE]`."""
+
+    def _event(self, event: dict) -> None:
         if "error" in event:
             self.error = self.error or f"error event: {str(event['error'])[:200]}"
         if _content(event):
-            self.content_events += 1
-            self.first_token = True
+            self._content_token()
+
+
+RESPONSES_ENDS = {"response.completed": None, "response.incomplete": "the response ended incomplete",
+                  "response.failed": "response.failed"}
+
+
+class ResponsesWatcher(_SseWatcher):
+    """OpenAI Responses: `first_token` with the first non-empty `response.output_text.delta`, `done` with
+    `response.completed` (the stream's last event; Responses has no `[DONE]`). `response.failed`,
+    `response.incomplete` and `error` events also end the stream, as errors."""
+
+    def _event(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind == "response.output_text.delta":
+            if isinstance(event.get("delta"), str) and event["delta"]:
+                self._content_token()
+        elif kind in RESPONSES_ENDS:
+            self.done = True
+            if RESPONSES_ENDS[kind]:
+                response = event.get("response")
+                detail = response.get("error") if isinstance(response, dict) else None
+                self.error = self.error or f"{RESPONSES_ENDS[kind]}: {str(detail)[:200]}"
+        elif kind == "error":
+            self.error = self.error or f"error event: {str(event)[:200]}"
+
+    def _done_marker(self) -> None:
+        self.error = self.error or "a Responses stream sent data: [DONE]"
 
 
 def _content(event: dict) -> str:
@@ -170,8 +211,40 @@ def evaluate(measured: dict[str, float | None]) -> list[Check]:
         Check("first chat TTFT minus warm chat TTFT in a fresh process (median)", get("first_minus_warm_ms"),
               100.0, "ms"),
         Check("gateway peak RSS with 200 concurrent streams (as on Lambda)", get("rss_peak_mb"), 150.0, "MB"),
-        Check("sam build: function + layer unzipped", get("package_mb"), 25.0, "MB"),
+        Check("sam build: function + layer unzipped", get("package_mb"), PACKAGE_LIMIT_MB, "MB"),
     ]
+
+
+def package_import_ms(importtime_stderr: str, package: str) -> float | None:
+    """Milliseconds `package` took to import, from `python -X importtime` output: the cumulative time of
+    each `package` / `package.*` entry that no other entry of the package encloses, summed (a submodule
+    imported later, from elsewhere, counts too). None when the package was not imported at all."""
+    total_us, found = 0, False
+    enclosing: list[tuple[int, bool]] = []  # (depth, is the package) of the entries around this one
+    for depth, cumulative_us, name in reversed(_importtime_entries(importtime_stderr)):  # parents first
+        while enclosing and enclosing[-1][0] >= depth:
+            enclosing.pop()
+        ours = name == package or name.startswith(package + ".")
+        if ours and not any(is_ours for _, is_ours in enclosing):
+            total_us += cumulative_us
+            found = True
+        enclosing.append((depth, ours))
+    return total_us / 1000 if found else None
+
+
+def _importtime_entries(text: str) -> list[tuple[int, int, str]]:
+    """(nesting depth, cumulative us, module) per `import time:` line, in printed (children first) order."""
+    entries = []
+    for line in text.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue  # the header line
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        entries.append((depth, int(parts[1]), name.strip()))
+    return entries
 
 
 def json_safe(value: object) -> object:

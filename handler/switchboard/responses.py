@@ -636,9 +636,9 @@ class ResponsesStream:
 
     def start(self) -> bytes:
         """response.created and response.in_progress: an empty response, before the first token."""
-        snapshot = self._response("in_progress", [], None)
-        return self._event("response.created", response=snapshot) + self._event("response.in_progress",
-                                                                                  response=snapshot)
+        snapshot = dumps(self._response("in_progress", [], None))  # encoded once for both events
+        return self._raw_event("response.created", b'"response":' + snapshot) + self._raw_event(
+            "response.in_progress", b'"response":' + snapshot)
 
     def feed(self, chunk: dict) -> bytes:
         """The events one chat.completion.chunk produces (b"" when none)."""
@@ -838,6 +838,12 @@ class ResponsesStream:
         number = self._sequence
         self._sequence += 1
         return number
+
+    def _raw_event(self, event_type: str, encoded_fields: bytes) -> bytes:
+        """An event whose fields are already JSON (`"name":value` pairs): no second encoding of big objects."""
+        head = b'{"type":"' + event_type.encode() + b'",'
+        tail = b',"sequence_number":' + str(self._next()).encode() + b"}"
+        return _frame(event_type, head + encoded_fields + tail)
 
     def _event(self, event_type: str, **fields: Any) -> bytes:
         payload = {"type": event_type, **fields, "sequence_number": self._next()}

@@ -62,8 +62,10 @@ def resolve(model: object, headers: dict[str, str], settings: Settings, provider
     provider, upstream_model = _hinted(model, hint) if hint else split_model(model)
     config = settings.provider(provider)
     if config is None or not config.base_url:
-        raise GatewayError(400, f"Provider '{provider}' has no base URL configured: set "
-                           f"{provider.upper()}_BASE_URL.", param="model", code="provider_not_configured")
+        fix = ("set AWS_REGION (or BEDROCK_REGION), or AWS_ENDPOINT_URL_BEDROCK_RUNTIME" if provider == "bedrock"
+               else f"set {provider.upper()}_BASE_URL")
+        raise GatewayError(400, f"Provider '{provider}' has no base URL configured: {fix}.", param="model",
+                           code="provider_not_configured")
     api_key = caller_key or provider_key(provider)
     if config.spec.needs_key and not api_key:
         raise GatewayError(400, f"Provider '{provider}' has no API key configured: set "

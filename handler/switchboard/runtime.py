@@ -47,9 +47,25 @@ def warm_in_background(gateway: Gateway) -> threading.Thread:
             gateway.secrets.warm()
             if gateway.store is not None:
                 gateway.store.warm()
+            warm_bedrock(gateway)
         except Exception as exc:  # the request path fetches again and reports properly
             logger.warning("background warm-up failed", extra={"error_type": type(exc).__name__})
 
     thread = threading.Thread(target=warm, name="warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def warm_bedrock(gateway: Gateway) -> None:
+    """Bedrock's adapter (botocore's signer and event-stream parser) and the credential chain, loaded after
+    start-up so neither the cold start nor the first Bedrock call pays for them."""
+    config = gateway.settings.provider("bedrock")
+    if config is None or not config.base_url:
+        return
+    from switchboard.providers import adapter
+
+    bedrock = adapter("bedrock")
+    try:
+        bedrock.CREDENTIALS.load()
+    except bedrock.CredentialsUnavailable:
+        pass  # no credentials here: Bedrock is simply not listed, and a call says why

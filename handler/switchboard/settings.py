@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     anthropic_default_max_tokens: int = 4096
     anthropic_version: str = "2023-06-01"
+    bedrock_region: str | None = None  # where Bedrock calls go and are signed for (see bedrock_region())
     capture_traces: bool = False
     trace_max_chars: int = 8000
     prices_file: str | None = None
@@ -85,6 +87,7 @@ class Settings:
             rate_limit_concurrent=_int(env, "SWITCHBOARD_RATE_LIMIT_CONCURRENT", 0),
             max_body_bytes=_int(env, "SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024),
             anthropic_default_max_tokens=_int(env, "SWITCHBOARD_ANTHROPIC_MAX_TOKENS", 4096),
+            bedrock_region=bedrock_region(env),
             capture_traces=_bool(env, "SWITCHBOARD_CAPTURE_TRACES"),
             trace_max_chars=_int(env, "SWITCHBOARD_TRACE_MAX_CHARS", 8000),
             prices_file=env.get("SWITCHBOARD_PRICES") or None,
@@ -105,8 +108,38 @@ class Settings:
 
 
 def _provider(spec: ProviderSpec, env: dict[str, str]) -> ProviderConfig:
-    base_url = (env.get(f"{spec.env_prefix}_BASE_URL") or spec.default_base_url or "").rstrip("/")
+    base_url = env.get(f"{spec.env_prefix}_BASE_URL") or spec.default_base_url
+    if spec.name == "bedrock":
+        base_url = bedrock_endpoint(env)
+    base_url = (base_url or "").rstrip("/")
     return ProviderConfig(spec=spec, base_url=base_url or None, api_key=env.get(f"{spec.env_prefix}_API_KEY") or None)
+
+
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+
+
+def bedrock_region(env: dict[str, str]) -> str | None:
+    """BEDROCK_REGION, else the AWS SDKs' AWS_REGION / AWS_DEFAULT_REGION (Lambda sets AWS_REGION)."""
+    for name in ("BEDROCK_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = (env.get(name) or "").strip()
+        if value:
+            if not _REGION.fullmatch(value):
+                raise SettingsError(f"{name} must be an AWS region such as us-east-1, got {value!r}")
+            return value
+    return None
+
+
+def bedrock_endpoint(env: dict[str, str]) -> str | None:
+    """AWS_ENDPOINT_URL_BEDROCK_RUNTIME (the SDKs' own override, how tests and local runs point Bedrock at a
+    local server), else BEDROCK_BASE_URL, else the region's endpoint; None without a region."""
+    override = (env.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or env.get("BEDROCK_BASE_URL") or "").strip()
+    if override:
+        return override
+    region = bedrock_region(env)
+    if region is None:
+        return None
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://bedrock-runtime.{region}.{suffix}"
 
 
 def _csv(value: str | None) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ import pytest
 from cfnlint.decode import decode_str
 
 from switchboard.ledger.schema import TABLE_DEFINITION, TTL_ATTRIBUTE
+from switchboard.providers import bedrock
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "template.yaml").read_text()
@@ -74,8 +75,39 @@ def _refs(value) -> set[str]:
     return found
 
 
+def _resolve(value, parameters: dict[str, list[str]]):
+    """The template value with Ref, Join, Equals, Not, If and conditions evaluated for the given parameters
+    (enough of CloudFormation to see what the function's role gets for each parameter value)."""
+    if isinstance(value, list):
+        resolved = [_resolve(item, parameters) for item in value]
+        return [item for item in resolved if item is not _NO_VALUE]
+    if not isinstance(value, dict) or len(value) != 1:
+        return {k: _resolve(v, parameters) for k, v in value.items()} if isinstance(value, dict) else value
+    (function, argument), = value.items()
+    if function == "Ref":
+        return _NO_VALUE if argument == "AWS::NoValue" else parameters.get(argument, value)
+    if function == "Fn::Join":
+        return argument[0].join(_resolve(argument[1], parameters))
+    if function == "Fn::Equals":
+        return _resolve(argument[0], parameters) == _resolve(argument[1], parameters)
+    if function == "Fn::Not":
+        return not _resolve(argument[0], parameters)
+    if function == "Fn::If":
+        condition = _resolve(TEMPLATE["Conditions"][argument[0]], parameters)
+        return _resolve(argument[1] if condition else argument[2], parameters)
+    return {function: _resolve(argument, parameters)}
+
+
+_NO_VALUE = object()
+
+
+def _statements(bedrock_model_arns: list[str]) -> list[dict]:
+    parameters = {"BedrockModelArns": bedrock_model_arns}
+    return [s for policy in FUNCTION["Policies"] for s in _resolve(policy, parameters)["Statement"]]
+
+
 def test_iam_is_limited_to_the_stacks_own_table_and_secrets():
-    statements = [s for policy in FUNCTION["Policies"] for s in policy["Statement"]]
+    statements = [s for s in _statements(["*"]) if s.get("Sid") != "InvokeBedrockModels"]
     assert statements
     for statement in statements:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
@@ -117,8 +149,36 @@ def test_log_group_and_alarms():
     assert ENV["POWERTOOLS_METRICS_NAMESPACE"] == ttft["Namespace"]
 
 
+def _bedrock_grant(bedrock_model_arns: list[str]) -> dict | None:
+    grants = [s for s in _statements(bedrock_model_arns) if any(a.startswith("bedrock:") for a in s["Action"])]
+    assert len(grants) <= 1
+    return grants[0] if grants else None
+
+
+def test_bedrock_is_invoked_with_the_functions_role_on_models_and_profiles_only():
+    grant = _bedrock_grant(["*"])  # the default
+    parameter = TEMPLATE["Parameters"]["BedrockModelArns"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "*")
+    # Exactly what the adapter calls (ConverseStream and Converse), the actions its errors tell operators to grant.
+    assert grant["Effect"] == "Allow" and sorted(grant["Action"]) == sorted([bedrock.INVOKE_ACTION,
+                                                                             bedrock.STREAM_ACTION])
+    assert grant["Resource"] == [
+        {"Fn::Sub": "arn:${AWS::Partition}:bedrock:*::foundation-model/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:inference-profile/*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:bedrock:*:${AWS::AccountId}:application-inference-profile/*"}]
+    assert "Condition" not in grant and "*" not in grant["Resource"]
+
+
+def test_bedrock_model_arns_narrows_the_grant_and_empty_disables_it():
+    narrowed = ["arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
+                "arn:aws:bedrock:*::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0"]
+    assert _bedrock_grant(narrowed)["Resource"] == narrowed
+    assert _bedrock_grant([""]) is None
+    assert [s["Sid"] for s in _statements([""])] == ["ReadTheTwoSecrets", "ReadWriteTheCallsTable"]
+
+
 @pytest.mark.parametrize("name", ["Stage", "LogLevel", "LogRetentionDays", "MemorySize", "RecordRetentionDays",
-                                  "Architecture"])
+                                  "Architecture", "BedrockModelArns"])
 def test_parameters(name):
     assert name in TEMPLATE["Parameters"]
 

@@ -8,6 +8,7 @@ call was free when it was merely unpriced would mislead whoever pays the bill.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -47,7 +48,10 @@ class PriceCatalog:
             return None
         if provider in FREE_PROVIDERS:
             return Price(0.0, 0.0, 0.0)
-        return self.prices.get(f"{provider}/{model}")
+        price = self.prices.get(f"{provider}/{model}")
+        if price is None and provider == "bedrock":
+            price = self.prices.get(f"bedrock/{bedrock_base_model(model)}")
+        return price
 
     def cost(self, provider: str | None, model: str | None, prompt_tokens: int | None,
              completion_tokens: int | None, cached_tokens: int | None = None, *,
@@ -72,6 +76,16 @@ class PriceCatalog:
     def models(self, provider: str) -> list[str]:
         prefix = provider + "/"
         return sorted(name[len(prefix):] for name in self.prices if name.startswith(prefix))
+
+
+_PROFILE_PREFIX = re.compile(r"^(us|eu|apac|global|au|jp|ca|us-gov)\.")
+
+
+def bedrock_base_model(model: str) -> str:
+    """A cross-region inference profile ('us.anthropic.claude-…') or its ARN, as the model it serves."""
+    if model.startswith("arn:"):
+        model = model.rsplit("/", 1)[-1]
+    return _PROFILE_PREFIX.sub("", model)
 
 
 def _parse(models: dict, source: str) -> dict[str, Price]:

@@ -2,7 +2,9 @@
 
 A provider is a name, an adapter (the wire protocol) and an official base URL. Every
 OpenAI-compatible host shares the `openai_compat` adapter and differs only in base URL and key;
-Anthropic has its own. Adding an OpenAI-compatible provider is one line in `PROVIDERS`.
+Anthropic has its own, and so has Amazon Bedrock, which needs no key (its requests are signed with
+the gateway's AWS credentials) and whose regional base URL comes from settings. Adding an
+OpenAI-compatible provider is one line in `PROVIDERS`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from types import ModuleType
 @dataclass(frozen=True)
 class ProviderSpec:
     name: str
-    adapter: str  # module in this package: "openai_compat" or "anthropic"
+    adapter: str  # module in this package: "openai_compat", "anthropic" or "bedrock"
     default_base_url: str | None
     needs_key: bool = True
 
@@ -29,6 +31,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in (
         ProviderSpec("openai", "openai_compat", "https://api.openai.com/v1"),
         ProviderSpec("anthropic", "anthropic", "https://api.anthropic.com"),
+        # Signed with the gateway's AWS credentials; settings.bedrock_endpoint() picks the regional endpoint.
+        ProviderSpec("bedrock", "bedrock", None, needs_key=False),
         ProviderSpec("groq", "openai_compat", "https://api.groq.com/openai/v1"),
         ProviderSpec("together", "openai_compat", "https://api.together.xyz/v1"),
         ProviderSpec("fireworks", "openai_compat", "https://api.fireworks.ai/inference/v1"),

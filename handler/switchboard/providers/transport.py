@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 MAX_ERROR_BODY = 64 * 1024
 DRAIN_BYTES = 64 * 1024
@@ -194,7 +195,9 @@ class UpstreamClient:
         """Create the session now (at start-up), so the first call pays for nothing but itself."""
         self._sessions()
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+    async def post(self, url: str | URL, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+        """POST `body`. A `yarl.URL(..., encoded=True)` goes out byte for byte (a signed path must not be
+        re-encoded); a string is normalised as usual."""
         _REUSED.set(False)
         try:
             response = await self._send(self._sessions(), url, headers, body)
@@ -207,7 +210,7 @@ class UpstreamClient:
             return await self._retry_fresh(url, headers, body)
         return UpstreamResponse(response)
 
-    async def _retry_fresh(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
+    async def _retry_fresh(self, url: str | URL, headers: dict[str, str], body: bytes) -> UpstreamResponse:
         if self._fresh is None or self._fresh.closed:
             self._fresh = self._new_session(force_close=True)
         try:
@@ -215,7 +218,7 @@ class UpstreamClient:
         except _Stale:
             raise ProtocolError("the server closed the connection before answering") from None
 
-    async def _send(self, session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+    async def _send(self, session: aiohttp.ClientSession, url: str | URL, headers: dict[str, str],
                     body: bytes) -> aiohttp.ClientResponse:
         try:
             response = await session.request("POST", url, data=body, headers=headers, allow_redirects=False)

@@ -28,6 +28,12 @@ class Script:
     cut_after: int | None = None  # drop the connection after this many tokens
     prompt_tokens: int = 0  # 0: estimated from the messages
     cached_tokens: int = 0
+    # Bedrock only: the AWS error type of `fail_status` or of the `error_after` exception (its default
+    # is modelStreamErrorException), the stop reason to end with, cache writes and reasoning to stream.
+    error_type: str | None = None
+    stop_reason: str | None = None
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def with_overrides(self, overrides: object) -> Script:
         """This script with the recognised, well-typed entries of `overrides` applied; the rest ignored."""
@@ -41,6 +47,10 @@ class Script:
             if item.name == "tool_call":
                 changes[item.name] = value if isinstance(value, str | bool) else None
                 continue
+            if item.name in _TEXT_FIELDS:
+                if isinstance(value, str) and value:
+                    changes[item.name] = value[:100]
+                continue
             number = _number(value)
             if number is not None and number >= 0:
                 changes[item.name] = number if item.name.endswith("_ms") or item.name == "retry_after" else int(number)
@@ -52,6 +62,13 @@ class Script:
         while len(out) < self.tokens:
             out.append(" " + _WORDS[(len(out) - 1) % len(_WORDS)])
         return out[: max(self.tokens, 0)]
+
+    def reasoning_words(self) -> list[str]:
+        """Reasoning tokens to stream before the answer (`reasoning_tokens` of them)."""
+        return [("Thinking" if i == 0 else " it over") for i in range(max(self.reasoning_tokens, 0))]
+
+
+_TEXT_FIELDS = frozenset({"error_type", "stop_reason"})
 
 
 def _number(value: object) -> float | None:

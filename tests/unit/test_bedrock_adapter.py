@@ -1,0 +1,858 @@
+"""The Bedrock adapter: request and stream translation checked against botocore's own service model, then
+real signed calls over loopback to the simulated Bedrock, whose SigV4 check is written from AWS's spec
+(so a wrongly signed request is refused for real) and whose event stream boto3's own client must parse."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import threading
+import time
+
+import boto3
+import botocore.session
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
+from botocore.exceptions import ClientError
+from botocore.serialize import create_serializer
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from switchboard.attempts import retryable
+from switchboard.protocol import GatewayError
+from switchboard.providers import PROVIDERS, bedrock
+from switchboard.providers.base import UpstreamError
+from switchboard.providers.transport import UpstreamClient
+from switchboard.routing import Route
+from switchboard.serving import BackgroundServer
+from switchboard.settings import Settings, SettingsError
+from switchboard.simulator import Script, SimulatorApp
+from switchboard.simulator.bedrock_api import (
+    AwsKey,
+    encode_message,
+    event_message,
+    exception_message,
+    request_problem,
+)
+from tests.conftest import EXTRA_SECRETS
+
+ACCESS_KEY = "AKIDTESTFAKEUNIT0001"
+SECRET = "bedrock-unit-secret-fake-0123456789"
+WRONG_SECRET = "bedrock-unit-wrong-secret-fake-987"
+MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+PROFILE_ARN = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL}"
+SETTINGS = Settings(bedrock_region="us-east-1")
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                    "unit": {"type": "string", "enum": ["c", "f"]}}}}}
+NO_ARGS_TOOL = {"type": "function", "function": {"name": "skip_turn", "description": "",
+                                                 "parameters": {"type": "object", "properties": {}}}}
+HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def bedrock_sim():
+    EXTRA_SECRETS.extend([SECRET, WRONG_SECRET])
+    app = SimulatorApp(Script(), aws_keys={ACCESS_KEY: AwsKey(SECRET)})
+    server = BackgroundServer(app).start()
+    yield app, server.url
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch, tmp_path):
+    """Fake credentials in the environment, nothing else botocore could find, and a fresh credential cache."""
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CREDENTIAL_EXPIRATION",
+                 "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_LAMBDA_FUNCTION_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(bedrock, "CREDENTIALS", bedrock.AwsCredentials())
+
+
+def _route(base_url: str, model: str = MODEL) -> Route:
+    return Route("bedrock", "bedrock", model, base_url, None, f"bedrock/{model}")
+
+
+def _body(**fields) -> dict:
+    return {"model": f"bedrock/{MODEL}", "stream": True, "stream_options": {"include_usage": True},
+            "messages": HELLO, **fields}
+
+
+async def _pairs(base_url: str, body: dict, model: str = MODEL) -> list[tuple[bytes, dict]]:
+    async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
+        out = []
+        async for batch in bedrock.stream(client, _route(base_url, model), body, SETTINGS):
+            assert batch, "batches are never empty"
+            out += batch
+        return out
+
+
+def _stream(base_url: str, body: dict, model: str = MODEL) -> list[dict]:
+    chunks = [parsed for _raw, parsed in asyncio.run(_pairs(base_url, body, model))]
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+    return chunks
+
+
+def _stream_until_error(base_url: str, body: dict, model: str = MODEL) -> tuple[list[dict], UpstreamError]:
+    chunks: list[dict] = []
+
+    async def run() -> None:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
+            async for batch in bedrock.stream(client, _route(base_url, model), body, SETTINGS):
+                chunks.extend(parsed for _raw, parsed in batch)
+
+    with pytest.raises(UpstreamError) as caught:
+        asyncio.run(run())
+    return chunks, caught.value
+
+
+def _complete(base_url: str, body: dict, model: str = MODEL) -> dict:
+    async def run() -> dict:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
+            return await bedrock.complete(client, _route(base_url, model), body, SETTINGS)
+
+    return asyncio.run(run())
+
+
+def _deltas(chunks: list[dict]) -> list[dict]:
+    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+
+
+def _valid_for_aws(payload: dict) -> None:
+    """What AWS accepts, by botocore's service model and Bedrock's conversation rules (the simulator's check)."""
+    assert request_problem(payload, MODEL, streaming=True) is None
+
+
+# --- request translation ---------------------------------------------------------------------------
+
+
+def test_system_turns_become_system_blocks_and_same_role_turns_merge():
+    payload = bedrock.converse_request({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "developer", "content": [{"type": "text", "text": "Speak French."}]},
+        {"role": "user", "content": "Bonjour"},
+        {"role": "user", "content": [{"type": "text", "text": "Ça va ?"}, {"type": "text", "text": "  "}]},
+        {"role": "system", "content": "   "},
+    ], "model": "bedrock/x", "stream": True, "stream_options": {"include_usage": True}, "n": 1, "user": "u1"})
+    assert payload == {"system": [{"text": "Be brief."}, {"text": "Speak French."}],
+                       "messages": [{"role": "user", "content": [{"text": "Bonjour"}, {"text": "Ça va ?"}]}]}
+    _valid_for_aws(payload)
+
+
+def test_a_conversation_that_opens_with_the_agent_greeting_gets_a_user_turn_first():
+    payload = bedrock.converse_request({"messages": [
+        {"role": "system", "content": "You are a receptionist."},
+        {"role": "assistant", "content": "Hello, how can I help?"},
+        {"role": "user", "content": "Book a table."}]})
+    assert [m["role"] for m in payload["messages"]] == ["user", "assistant", "user"]
+    assert payload["messages"][0]["content"] == [{"text": bedrock.CONVERSATION_START}]
+    _valid_for_aws(payload)
+
+
+def test_tool_calls_and_results_round_trip():
+    payload = bedrock.converse_request({"tools": [WEATHER_TOOL], "messages": [
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": ""},
+        {"role": "user", "content": "And tomorrow?"},
+    ]})
+    assert payload["messages"][1] == {"role": "assistant", "content": [
+        {"text": "Checking."},
+        {"toolUse": {"toolUseId": "call_1", "name": "get_weather", "input": {"city": "Paris"}}},
+        {"toolUse": {"toolUseId": "call_2", "name": "get_weather", "input": {}}}]}
+    assert payload["messages"][2] == {"role": "user", "content": [
+        {"toolResult": {"toolUseId": "call_1", "content": [{"text": "18C"}]}},
+        {"toolResult": {"toolUseId": "call_2", "content": [{"text": bedrock.EMPTY_TOOL_RESULT}]}},
+        {"text": "And tomorrow?"}]}
+    assert len(payload["messages"]) == 3
+    _valid_for_aws(payload)
+
+
+def test_tools_become_tool_specs_and_tool_choice_maps():
+    payload = bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL, NO_ARGS_TOOL],
+                                        "tool_choice": "required"})
+    assert payload["toolConfig"] == {"tools": [
+        {"toolSpec": {"name": "get_weather", "description": "Weather for a city",
+                      "inputSchema": {"json": WEATHER_TOOL["function"]["parameters"]}}},
+        {"toolSpec": {"name": "skip_turn", "inputSchema": {"json": {"type": "object", "properties": {}}}}}],
+        "toolChoice": {"any": {}}}
+    _valid_for_aws(payload)
+    choices = {"auto": {"auto": {}}, "required": {"any": {}},
+               json.dumps({"type": "function", "function": {"name": "skip_turn"}}): {"tool": {"name": "skip_turn"}}}
+    for given, expected in choices.items():
+        choice = json.loads(given) if given.startswith("{") else given
+        config = bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL], "tool_choice": choice})
+        assert config["toolConfig"]["toolChoice"] == expected
+    assert "toolChoice" not in bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL]})["toolConfig"]
+
+
+def test_tool_choice_none_withholds_tools_unless_the_history_needs_them():
+    assert "toolConfig" not in bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL],
+                                                         "tool_choice": "none"})
+    history = HELLO + [
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "end_call", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+    payload = bedrock.converse_request({"messages": history, "tools": [WEATHER_TOOL], "tool_choice": "none"})
+    # Converse refuses tool blocks without a tool config, and has no "none": only the tools used are declared.
+    assert payload["toolConfig"] == {"tools": [
+        {"toolSpec": {"name": "end_call", "inputSchema": {"json": {"type": "object", "properties": {}}}}}]}
+    _valid_for_aws(payload)
+    assert bedrock.converse_request({"messages": history})["toolConfig"] == payload["toolConfig"]
+
+
+def test_inference_config():
+    payload = bedrock.converse_request({"messages": HELLO, "max_tokens": 50, "max_completion_tokens": 80,
+                                        "temperature": 1.7, "top_p": 0.9, "stop": "END"})
+    assert payload["inferenceConfig"] == {"maxTokens": 80, "temperature": 1.0, "topP": 0.9, "stopSequences": ["END"]}
+    _valid_for_aws(payload)
+    payload = bedrock.converse_request({"messages": HELLO, "max_tokens": True, "temperature": "hot",
+                                        "stop": ["a", "", 3]})
+    assert payload["inferenceConfig"] == {"stopSequences": ["a"]}
+    assert "inferenceConfig" not in bedrock.converse_request({"messages": HELLO})
+
+
+def test_images_travel_as_bytes_and_web_urls_are_refused():
+    content = [{"type": "text", "text": "What is this?"},
+               {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,aGVsbG8="}}]
+    payload = bedrock.converse_request({"messages": [{"role": "user", "content": content}]})
+    assert payload["messages"][0]["content"][1] == {"image": {"format": "jpeg", "source": {"bytes": "aGVsbG8="}}}
+    _valid_for_aws(payload)
+    for part in ({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+                 {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}},
+                 {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}):
+        with pytest.raises(GatewayError) as caught:
+            bedrock.converse_request({"messages": [{"role": "user", "content": [part]}]})
+        assert caught.value.status == 400
+
+
+# --- addressing, settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [MODEL, "anthropic.claude-3-haiku-20240307-v1:0", "amazon.nova-micro-v1:0",
+                                   "meta.llama3-3-70b-instruct-v1:0", "mistral.mistral-large-2407-v1:0",
+                                   PROFILE_ARN, "global.anthropic.claude-sonnet-4-6"])
+def test_model_ids_are_encoded_in_the_path_as_the_aws_sdk_encodes_them(model):
+    operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("ConverseStream")
+    sdk = create_serializer("rest-json").serialize_to_request({"modelId": model, "messages": []}, operation)
+    url = bedrock.converse_url("https://bedrock-runtime.us-east-1.amazonaws.com", model, stream=True)
+    assert url == "https://bedrock-runtime.us-east-1.amazonaws.com" + sdk["url_path"]
+    assert ":" not in url.split("/model/")[1] and url.endswith("/converse-stream")
+    assert bedrock.converse_url("http://h", model, stream=False).endswith("/converse")
+
+
+def test_region_and_endpoint_settings():
+    def settings(**env: str) -> Settings:
+        return Settings.from_env(env)
+
+    assert settings(AWS_DEFAULT_REGION="eu-west-1").provider("bedrock").base_url == \
+        "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    chosen = settings(BEDROCK_REGION="us-west-2", AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1")
+    assert chosen.bedrock_region == "us-west-2"
+    assert chosen.provider("bedrock").base_url == "https://bedrock-runtime.us-west-2.amazonaws.com"
+    assert settings(AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1").bedrock_region == "eu-central-1"
+    assert settings(AWS_REGION="cn-north-1").provider("bedrock").base_url == \
+        "https://bedrock-runtime.cn-north-1.amazonaws.com.cn"
+    local = settings(AWS_REGION="us-east-1", AWS_ENDPOINT_URL_BEDROCK_RUNTIME="http://127.0.0.1:8100/")
+    assert local.provider("bedrock").base_url == "http://127.0.0.1:8100"
+    assert local.provider("bedrock").configured and not PROVIDERS["bedrock"].needs_key
+    assert settings().provider("bedrock").base_url is None
+    with pytest.raises(SettingsError, match="BEDROCK_REGION"):
+        settings(BEDROCK_REGION="us-east-1.evil.example")
+
+
+def test_signing_region():
+    assert bedrock.signing_region(Settings(bedrock_region="eu-west-3"), "http://127.0.0.1:1") == "eu-west-3"
+    assert bedrock.signing_region(Settings(), "https://bedrock-runtime.ap-northeast-1.amazonaws.com") == \
+        "ap-northeast-1"
+    assert bedrock.signing_region(Settings(), "http://127.0.0.1:8100") == "us-east-1"
+
+
+# --- stream translation ------------------------------------------------------------------------------
+
+
+def _translate(events: list[tuple[str, dict]]) -> tuple[list[dict], bedrock.StreamTranslator]:
+    translator = bedrock.StreamTranslator(MODEL, "req-1", created=1)
+    chunks = [chunk for event_type, event in events for chunk in translator.feed(event_type, event)]
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+    return chunks, translator
+
+
+def _tool_start(block: int, tool_id: str, name: str) -> tuple[str, dict]:
+    return "contentBlockStart", {"contentBlockIndex": block, "start": {"toolUse": {"toolUseId": tool_id, "name": name}}}
+
+
+def _tool_input(block: int, fragment: str) -> tuple[str, dict]:
+    return "contentBlockDelta", {"contentBlockIndex": block, "delta": {"toolUse": {"input": fragment}}}
+
+
+def test_text_usage_and_latency_and_nothing_after_the_finish_but_usage():
+    chunks, translator = _translate([
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": ""}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}, "p": "abc"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": " there"}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 5, "outputTokens": 2, "totalTokens": 97,
+                                "cacheReadInputTokens": 60, "cacheWriteInputTokens": 30},
+                      "metrics": {"latencyMs": 321}}),
+    ])
+    assert [c["choices"][0]["delta"] if c["choices"] else "usage" for c in chunks] == [
+        {"role": "assistant", "content": ""}, {"content": "Hi"}, {"content": " there"}, {}, "usage"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1] == {"id": "chatcmpl-req-1", "object": "chat.completion.chunk", "created": 1, "model": MODEL,
+                          "choices": [], "usage": {"prompt_tokens": 95, "completion_tokens": 2, "total_tokens": 97,
+                                                   "prompt_tokens_details": {"cached_tokens": 60,
+                                                                             "cache_creation_tokens": 30}}}
+    assert translator.latency_ms == 321 and translator.stopped and translator.complete
+
+
+def test_tool_use_with_input_and_without_input():
+    chunks, _ = _translate([
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "One moment."}}),
+        ("contentBlockStop", {"contentBlockIndex": 0}),
+        _tool_start(1, "tooluse_a", "end_call"),
+        _tool_input(1, '{"reason":'), _tool_input(1, ""), _tool_input(1, ' "done"}'),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        _tool_input(1, "late"),  # after its block stopped: dropped
+        _tool_start(2, "tooluse_b", "skip_turn"),
+        ("contentBlockStop", {"contentBlockIndex": 2}),
+        ("messageStop", {"stopReason": "tool_use"}),
+    ])
+    calls = [call for delta in _deltas(chunks) for call in delta.get("tool_calls") or []]
+    assert calls[0] == {"index": 0, "id": "tooluse_a", "type": "function",
+                        "function": {"name": "end_call", "arguments": ""}}
+    assert json.loads("".join(c["function"]["arguments"] for c in calls if c["index"] == 0)) == {"reason": "done"}
+    assert calls[-2] == {"index": 1, "id": "tooluse_b", "type": "function",
+                         "function": {"name": "skip_turn", "arguments": ""}}
+    assert calls[-1] == {"index": 1, "function": {"arguments": "{}"}}  # a tool without input still gets an object
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_tool_block_left_open_at_message_stop_still_gets_arguments():
+    chunks, _ = _translate([_tool_start(0, "t", "skip_turn"), ("messageStop", {"stopReason": "tool_use"})])
+    assert _deltas(chunks)[0] == {"role": "assistant", "content": ""}  # the role comes first even without messageStart
+    assert _deltas(chunks)[-2] == {"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}
+
+
+def test_reasoning_becomes_reasoning_content():
+    chunks, _ = _translate([
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Let me think."}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "sig"}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"redactedContent": "eA=="}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"text": "Yes."}}),
+    ])
+    assert _deltas(chunks)[1:] == [{"reasoning_content": "Let me think."}, {"content": "Yes."}]
+
+
+@pytest.mark.parametrize(("stop_reason", "finish"), [
+    ("end_turn", "stop"), ("tool_use", "tool_calls"), ("max_tokens", "length"), ("stop_sequence", "stop"),
+    ("guardrail_intervened", "content_filter"), ("content_filtered", "content_filter"),
+    ("model_context_window_exceeded", "length"), ("malformed_model_output", "stop"), ("something_new", "stop")])
+def test_every_stop_reason(stop_reason, finish):
+    chunks, _ = _translate([("messageStart", {}), ("messageStop", {"stopReason": stop_reason})])
+    assert chunks[-1]["choices"][0]["finish_reason"] == finish
+
+
+def test_translator_survives_malformed_events():
+    chunks, translator = _translate([
+        ("messageStart", {"role": 3}), ("contentBlockStart", {"start": "oops"}),
+        ("contentBlockStart", {"contentBlockIndex": "1", "start": {"toolUse": {"name": "x"}}}),
+        ("contentBlockDelta", {"delta": None}), ("contentBlockDelta", {"contentBlockIndex": 7,
+                                                                       "delta": {"toolUse": {"input": "{}"}}}),
+        ("noSuchEvent", {}), ("__init__", {}), ("metadata", {"usage": [3], "metrics": {"latencyMs": "slow"}}),
+    ])
+    assert chunks[-1]["usage"]["total_tokens"] == 0 and translator.latency_ms is None
+
+
+def test_non_streamed_converse_response():
+    completion = bedrock.completion_from_converse({
+        "output": {"message": {"role": "assistant", "content": [
+            {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": "s"}}},
+            {"text": "Calling."}, {"toolUse": {"toolUseId": "t1", "name": "end_call", "input": {"reason": "bye"}}},
+            {"toolUse": {"toolUseId": "t2", "name": "skip_turn", "input": {}}}]}},
+        "stopReason": "tool_use", "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7},
+        "metrics": {"latencyMs": 55}}, MODEL, "req-9", created=1)
+    latency = completion.pop(bedrock.LATENCY_KEY)
+    ChatCompletion.model_validate(completion)
+    message = completion["choices"][0]["message"]
+    assert message["content"] == "Calling." and message["reasoning_content"] == "Hmm."
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in message["tool_calls"]] == [
+        ("end_call", '{"reason": "bye"}'), ("skip_turn", "{}")]
+    assert completion["choices"][0]["finish_reason"] == "tool_calls" and latency == 55
+    assert completion["usage"]["total_tokens"] == 7 and completion["id"] == "chatcmpl-req-9"
+
+
+# --- over the socket: signed calls to the simulated Bedrock ---------------------------------------------
+
+
+def test_text_stream_over_socket(bedrock_sim):
+    app, base_url = bedrock_sim
+    pairs = asyncio.run(_pairs(base_url, _body(simulator={"tokens": 6, "prompt_tokens": 100, "cached_tokens": 60,
+                                                          "cache_write_tokens": 30})))
+    chunks = [parsed for _raw, parsed in pairs]
+    sent, headers = app.requests[-1], app.request_headers[-1]
+    assert app.request_paths[-1] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream"
+    assert set(sent) == {"messages", "system", "simulator"}  # no OpenAI-only field reaches AWS
+    assert headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/")
+    assert "/us-east-1/bedrock/aws4_request" in headers["authorization"] and "x-amz-date" in headers
+    assert "x-api-key" not in headers and SECRET not in json.dumps(headers)
+
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(d.get("content") or "" for d in _deltas(chunks))
+    assert text.startswith("(simulated)") and len(text.split()) == 6
+    assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+        "prompt_tokens": 100, "completion_tokens": 6, "total_tokens": 106,
+        "prompt_tokens_details": {"cached_tokens": 60, "cache_creation_tokens": 30}}
+    # Bedrock's own latency figure is on the parsed usage chunk for the record, never in the client's bytes.
+    raw_usage, parsed_usage = pairs[-1]
+    assert isinstance(parsed_usage[bedrock.LATENCY_KEY], int) and bedrock.LATENCY_KEY.encode() not in raw_usage
+    assert all(ChatCompletionChunk.model_validate_json(raw) for raw, _ in pairs)
+    assert len({c["id"] for c in chunks}) == 1 and {c["model"] for c in chunks} == {MODEL}
+
+
+@pytest.mark.parametrize(("tool", "expected"), [("get_weather", {"city": "simulated", "unit": "c"}),
+                                                ("skip_turn", {})])
+def test_tool_call_stream_over_socket(bedrock_sim, tool, expected):
+    _, base_url = bedrock_sim
+    chunks = _stream(base_url, _body(tools=[WEATHER_TOOL, NO_ARGS_TOOL], simulator={"tool_call": tool}))
+    calls = [call for delta in _deltas(chunks) for call in delta.get("tool_calls") or []]
+    assert calls[0]["id"].startswith("tooluse_") and calls[0]["function"]["name"] == tool
+    assert {call["index"] for call in calls} == {0}
+    assert json.loads("".join(call["function"]["arguments"] for call in calls)) == expected
+    if expected:
+        assert len(calls) > 2  # the input really arrived in fragments
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls" and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_reasoning_and_max_tokens_over_socket(bedrock_sim):
+    _, base_url = bedrock_sim
+    chunks = _stream(base_url, _body(max_tokens=3, simulator={"tokens": 10, "reasoning_tokens": 2}))
+    deltas = _deltas(chunks)
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == "Thinking it over"
+    assert len("".join(d.get("content") or "" for d in deltas).split()) == 3
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize("stop_reason", ["guardrail_intervened", "content_filtered", "stop_sequence"])
+def test_scripted_stop_reasons_over_socket(bedrock_sim, stop_reason):
+    _, base_url = bedrock_sim
+    chunks = _stream(base_url, _body(simulator={"tokens": 2, "stop_reason": stop_reason}))
+    assert chunks[-2]["choices"][0]["finish_reason"] == bedrock.finish_reason(stop_reason)
+
+
+@pytest.mark.parametrize(("exception", "status", "can_retry"), [
+    ("throttlingException", 429, True), ("modelStreamErrorException", 502, True),
+    ("internalServerException", 502, True), ("serviceUnavailableException", 502, True),
+    ("validationException", 400, False)])
+def test_in_stream_exception_before_the_first_token(bedrock_sim, exception, status, can_retry):
+    """Bedrock answers 200 and then raises: treated exactly like the matching HTTP status, so fallbacks fire."""
+    _, base_url = bedrock_sim
+    chunks, error = _stream_until_error(base_url, _body(simulator={"error_after": 0, "error_type": exception}))
+    assert [d for d in _deltas(chunks)] == [{"role": "assistant", "content": ""}]  # nothing the caller would hear
+    assert error.status == status and retryable(error) is can_retry and error.kind == "stream_error"
+    assert exception in error.message
+
+
+def test_in_stream_exception_after_the_first_token(bedrock_sim):
+    _, base_url = bedrock_sim
+    chunks, error = _stream_until_error(base_url, _body(simulator={"tokens": 8, "error_after": 3}))
+    assert len(chunks) == 4 and error.status == 502 and "modelStreamErrorException" in error.message
+
+
+def test_a_cut_connection_is_a_502(bedrock_sim):
+    _, base_url = bedrock_sim
+    chunks, error = _stream_until_error(base_url, _body(simulator={"tokens": 8, "cut_after": 2}))
+    assert len(chunks) == 3 and error.status == 502 and error.kind == "stream_error"
+
+
+@pytest.mark.parametrize(("fail", "status", "kind", "error_type"), [
+    (400, 400, "http_error", "ValidationException"), (404, 404, "http_error", "ResourceNotFoundException"),
+    (429, 429, "http_error", "ThrottlingException"), (500, 502, "http_error", "InternalServerException"),
+    (503, 502, "http_error", "ServiceUnavailableException"), (408, 504, "timeout", "ModelTimeoutException"),
+    (424, 502, "http_error", "ModelErrorException")])
+def test_http_errors_carry_the_aws_error_type(bedrock_sim, fail, status, kind, error_type):
+    _, base_url = bedrock_sim
+    chunks, error = _stream_until_error(base_url, _body(simulator={"fail_status": fail}))
+    assert chunks == [] and error.status == status and error.kind == kind and error.upstream_status == fail
+    assert f"returned {fail} {error_type}: simulated" in error.message
+
+
+@pytest.mark.parametrize(("streamed", "action"), [(True, "bedrock:InvokeModelWithResponseStream"),
+                                                  (False, "bedrock:InvokeModel")])
+def test_a_missing_permission_names_the_iam_action_to_grant(bedrock_sim, streamed, action):
+    _, base_url = bedrock_sim
+    body = _body(stream=streamed, simulator={"fail_status": 403})
+    if streamed:
+        _, error = _stream_until_error(base_url, body)
+    else:
+        with pytest.raises(UpstreamError) as caught:
+            _complete(base_url, body)
+        error = caught.value
+    assert error.status == 403 and "AccessDeniedException" in error.message
+    assert f"Grant the gateway's IAM role {action} on this model" in error.message
+    assert ("InvokeModelWithResponseStream" in error.message) is streamed
+
+
+def test_wrong_secret_is_refused_as_aws_does_and_the_error_says_where_the_keys_came_from(bedrock_sim, monkeypatch):
+    app, base_url = bedrock_sim
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
+    chunks, error = _stream_until_error(base_url, _body())
+    assert chunks == [] and error.status == 403 and not retryable(error)
+    assert "InvalidSignatureException" in error.message and "do not match" in error.message
+    assert "environment variables (AWS_ACCESS_KEY_ID" in error.message
+    assert WRONG_SECRET not in error.message and SECRET not in error.message
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTFAKEUNKNOWN1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    _, error = _stream_until_error(base_url, _body())
+    assert "UnrecognizedClientException" in error.message and "not recognised by AWS" in error.message
+
+
+def test_refused_credentials_are_resolved_afresh_on_the_next_call(bedrock_sim, monkeypatch):
+    _, base_url = bedrock_sim
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
+    _stream_until_error(base_url, _body())
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)  # the operator fixed it: no restart needed
+    assert _stream(base_url, _body())[-1]["usage"]
+
+
+class _Sessions:
+    """A botocore Session stand-in: hands out the given credentials, one per resolution, noting the thread."""
+
+    def __init__(self, *credentials: Credentials | None) -> None:
+        self.queue = list(credentials)
+        self.threads: list[int] = []
+        self.profile = None
+
+    def __call__(self) -> _Sessions:
+        return self
+
+    def get_credentials(self) -> Credentials | None:
+        self.threads.append(threading.get_ident())
+        return self.queue.pop(0)
+
+
+def test_expired_session_credentials_are_refreshed_and_the_call_retried_once(monkeypatch):
+    keys = {"AKIDTESTFAKEOLD00001": AwsKey("old-secret-fake", "old-token-fake", expires_at=time.time() - 1),
+            "AKIDTESTFAKENEW00001": AwsKey("new-secret-fake", "new-token-fake")}
+    app = SimulatorApp(Script(), aws_keys=keys)
+    sessions = _Sessions(Credentials("AKIDTESTFAKEOLD00001", "old-secret-fake", "old-token-fake"),
+                         Credentials("AKIDTESTFAKENEW00001", "new-secret-fake", "new-token-fake"))
+    monkeypatch.setattr(bedrock, "CREDENTIALS", bedrock.AwsCredentials(sessions))
+    with BackgroundServer(app) as server:
+        chunks = _stream(server.url, _body(simulator={"tokens": 2}))
+    assert chunks[-1]["usage"]
+    used = [h["authorization"].split("Credential=")[1][:20] for h in app.request_headers]
+    assert used == ["AKIDTESTFAKEOLD00001", "AKIDTESTFAKENEW00001"]
+    assert [h["x-amz-security-token"] for h in app.request_headers] == ["old-token-fake", "new-token-fake"]
+
+
+def test_non_streaming_completion(bedrock_sim):
+    app, base_url = bedrock_sim
+    completion = _complete(base_url, _body(stream=False, simulator={"tokens": 5, "cached_tokens": 2}))
+    assert app.request_paths[-1].endswith("%3A0/converse")
+    assert isinstance(completion.pop(bedrock.LATENCY_KEY), int)
+    ChatCompletion.model_validate(completion)
+    choice = completion["choices"][0]
+    assert choice["message"]["content"].startswith("(simulated)") and choice["finish_reason"] == "stop"
+    usage = completion["usage"]
+    assert usage["completion_tokens"] == 5 and usage["prompt_tokens_details"]["cached_tokens"] == 2
+
+
+def test_non_streaming_tool_call(bedrock_sim):
+    _, base_url = bedrock_sim
+    completion = _complete(base_url, _body(stream=False, tools=[WEATHER_TOOL], simulator={"tool_call": True}))
+    message = completion["choices"][0]["message"]
+    assert message["content"] is None and completion["choices"][0]["finish_reason"] == "tool_calls"
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"city": "simulated", "unit": "c"}
+
+
+# --- the event stream: decoded as it arrives, refused when broken -------------------------------------
+
+
+async def _serve(writes: list[bytes | float], status: int = 200, headers: bytes = b""):
+    """A canned HTTP/1.1 server: the body written piece by piece (a float is a pause), chunked."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 %d X\r\ntransfer-encoding: chunked\r\n%s\r\n" % (status, headers))
+        for piece in writes:
+            if isinstance(piece, float):
+                await asyncio.sleep(piece)
+            else:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+def _run_canned(writes: list[bytes | float], *, status: int = 200, headers: bytes = b"", streamed: bool = True):
+    """(chunks with their arrival times, error or None) for one call against the canned server."""
+    arrivals: list[tuple[float, dict]] = []
+
+    async def run() -> None:
+        server = await _serve(writes, status, headers)
+        base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        started = time.perf_counter()
+        try:
+            async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
+                if not streamed:
+                    await bedrock.complete(client, _route(base_url), _body(stream=False), SETTINGS)
+                    return
+                async for batch in bedrock.stream(client, _route(base_url), _body(), SETTINGS):
+                    arrivals.extend((time.perf_counter() - started, parsed) for _raw, parsed in batch)
+        finally:
+            server.close()
+
+    try:
+        asyncio.run(run())
+    except UpstreamError as error:
+        return arrivals, error
+    return arrivals, None
+
+
+START = event_message("messageStart", {"role": "assistant"})
+HI = event_message("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "Hi"}})
+STOP = event_message("messageStop", {"stopReason": "end_turn"})
+METADATA = event_message("metadata", {"usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+                                      "metrics": {"latencyMs": 9}})
+
+
+def test_events_are_decoded_as_bytes_arrive_never_after_the_stream_ends():
+    arrivals, error = _run_canned([START + HI, 0.6, STOP, METADATA])
+    assert error is None
+    content_times = [at for at, chunk in arrivals if chunk["choices"] and chunk["choices"][0]["delta"].get("content")]
+    assert content_times[0] < 0.4 and arrivals[-1][0] >= 0.6  # the first word did not wait for the rest
+
+
+def test_events_split_across_reads_byte_by_byte():
+    whole = START + HI + STOP + METADATA
+    arrivals, error = _run_canned([whole[i:i + 1] for i in range(len(whole))])
+    assert error is None and [c["choices"][0]["delta"] for _, c in arrivals if c["choices"]] == [
+        {"role": "assistant", "content": ""}, {"content": "Hi"}, {}]
+
+
+@pytest.mark.parametrize(("writes", "reason"), [
+    ([START, HI[:-5]], "mid-event"),
+    ([START, HI[:-1] + bytes([HI[-1] ^ 0xFF])], "broken event stream"),
+    ([START, HI], "before messageStop"),
+    ([START, b"\x00\x00\x00\x20" + b"\x00" * 28], "broken event stream"),
+    ([START, HI[:20] + b"X" + HI[21:]], "broken event stream"),
+    ([START, HI[:12] + b"oops"], "mid-event"),
+])
+def test_broken_streams_are_502(writes, reason):
+    arrivals, error = _run_canned(writes)
+    assert error is not None and error.status == 502 and error.kind == "stream_error" and reason in error.message
+    assert len(arrivals) <= 2
+
+
+def test_exception_and_error_messages_and_non_json_events_in_a_canned_stream():
+    arrivals, error = _run_canned([START + HI, exception_message("throttlingException", "Too many tokens")])
+    assert len(arrivals) == 2 and error.status == 429 and "throttlingException: Too many tokens" in error.message
+    generic = encode_message({":message-type": "error", ":error-code": "ThrottlingException",
+                              ":error-message": "Rate exceeded"}, b"")
+    _, error = _run_canned([START, generic])
+    assert error.status == 502 and "ThrottlingException: Rate exceeded" in error.message
+    not_json = encode_message({":message-type": "event", ":event-type": "contentBlockDelta"}, b"{oops")
+    _, error = _run_canned([START, not_json])
+    assert error.status == 502 and "not a JSON object" in error.message
+
+
+def test_model_access_not_enabled_points_at_the_console():
+    body = json.dumps({"message": "You don't have access to the model with the specified model ID."}).encode()
+    _, error = _run_canned([body], status=403,
+                           headers=b"x-amzn-errortype: AccessDeniedException:http://internal.amazon.com/coral/\r\n")
+    assert error.status == 403 and "Enable access to this model in the Bedrock console" in error.message
+    assert "bedrock:InvokeModelWithResponseStream" in error.message
+
+
+def test_on_demand_not_supported_suggests_the_inference_profile():
+    body = json.dumps({"message": "Invocation of model ID anthropic.claude-haiku-4-5-20251001-v1:0 with on-demand "
+                                  "throughput isn't supported. Retry your request with the ID or ARN of an inference "
+                                  "profile that contains this model."}).encode()
+    _, error = _run_canned([body], status=400, headers=b"x-amzn-errortype: ValidationException\r\n", streamed=False)
+    assert error.status == 400 and "bedrock/us.<model id>" in error.message
+
+
+def test_a_redirect_is_never_followed_nor_retried():
+    _, error = _run_canned([b"moved"], status=307, headers=b"location: http://169.254.169.254/latest/meta-data/\r\n")
+    assert error.status == 502 and error.kind == "redirect_refused" and not retryable(error)
+
+
+def test_a_200_that_is_not_a_converse_response_is_a_502():
+    _, error = _run_canned([b'{"hello": "world"}'], streamed=False)
+    assert error.status == 502 and "not a Converse response" in error.message
+
+
+# --- credentials: botocore's chain, off the event loop, refreshed before expiry --------------------------
+
+
+def test_credentials_resolve_once_off_the_event_loop():
+    sessions = _Sessions(Credentials("AKIDTESTFAKECACHE001", "cache-secret-fake"))
+    credentials = bedrock.AwsCredentials(sessions)
+
+    async def twice() -> tuple[int, list[ReadOnlyCredentials]]:
+        return threading.get_ident(), [await credentials.current(), await credentials.current()]
+
+    loop_thread, frozen = asyncio.run(twice())
+    assert [f.access_key for f in frozen] == ["AKIDTESTFAKECACHE001"] * 2
+    assert len(sessions.threads) == 1 and sessions.threads[0] != loop_thread
+    assert credentials.found and credentials.source.startswith("botocore's credential chain")
+
+
+def test_no_credentials_is_a_clear_error_and_the_chain_is_not_asked_again_at_once():
+    sessions = _Sessions(None, None)
+    credentials = bedrock.AwsCredentials(sessions, retry_missing_s=60)
+    for _ in range(2):
+        with pytest.raises(bedrock.CredentialsUnavailable, match="found no AWS credentials"):
+            asyncio.run(credentials.current())
+    assert len(sessions.threads) == 1 and not credentials.found
+
+
+def test_missing_credentials_fail_the_call_with_a_retryable_error(monkeypatch, bedrock_sim):
+    _, base_url = bedrock_sim
+    monkeypatch.setattr(bedrock, "CREDENTIALS", bedrock.AwsCredentials(_Sessions(None)))
+    chunks, error = _stream_until_error(base_url, _body())
+    assert chunks == [] and error.kind == "aws_credentials" and retryable(error)  # a fallback may still answer
+    assert "cannot sign requests" in error.message and "found no AWS credentials" in error.message
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+    def __call__(self) -> datetime.datetime:
+        return self.now
+
+
+def test_temporary_credentials_refresh_in_the_background_then_block_only_when_close_to_expiry():
+    clock = _Clock()
+    issued: list[str] = []
+
+    def refresh() -> dict:
+        issued.append(f"AKIDTESTFAKEROLE{len(issued) + 2:04d}")
+        expiry = clock.now + datetime.timedelta(hours=1)
+        return {"access_key": issued[-1], "secret_key": "role-secret-fake", "token": "role-token-fake",
+                "expiry_time": expiry.isoformat()}
+
+    first = RefreshableCredentials("AKIDTESTFAKEROLE0001", "role-secret-fake", "role-token-fake",
+                                   clock.now + datetime.timedelta(hours=1), refresh, "container-role", clock)
+    credentials = bedrock.AwsCredentials(_Sessions(first))
+
+    async def key() -> str:
+        return (await credentials.current()).access_key
+
+    assert asyncio.run(key()) == "AKIDTESTFAKEROLE0001" and issued == []
+    clock.now += datetime.timedelta(minutes=47)  # 13 minutes left: refreshed in the background, not waited for
+    assert asyncio.run(key()) == "AKIDTESTFAKEROLE0001"
+    deadline = time.monotonic() + 5
+    while credentials._refreshing or not issued:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert asyncio.run(key()) == "AKIDTESTFAKEROLE0002"
+    clock.now += datetime.timedelta(minutes=55)  # 5 minutes left of the new ones: this call waits for fresh ones
+    assert asyncio.run(key()) == "AKIDTESTFAKEROLE0003"
+    assert credentials.source == "the container's task role"
+
+
+# --- the simulator is faithful to AWS: boto3's own client talks to it ------------------------------------
+
+
+def _boto3_client(base_url: str, secret: str = SECRET):
+    return boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=base_url,
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=secret)
+
+
+def test_boto3_signs_requests_the_simulator_accepts_and_parses_its_event_stream(bedrock_sim):
+    _, base_url = bedrock_sim
+    client = _boto3_client(base_url)
+    answer = client.converse(modelId=PROFILE_ARN, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert answer["output"]["message"]["content"][0]["text"].startswith("(simulated)")
+    tools = {"tools": [{"toolSpec": {"name": "end_call", "inputSchema": {"json": {
+        "type": "object", "properties": {"reason": {"type": "string"}}}}}}]}
+    events = list(client.converse_stream(modelId="tools", messages=[{"role": "user", "content": [{"text": "bye"}]}],
+                                         toolConfig=tools)["stream"])
+    assert [next(iter(e)) for e in events] == ["messageStart", "contentBlockStart"] + ["contentBlockDelta"] * 3 + [
+        "contentBlockStop", "messageStop", "metadata"]
+    assert events[1]["contentBlockStart"]["start"]["toolUse"]["name"] == "end_call"
+    assert events[-1]["metadata"]["usage"]["outputTokens"] == 8
+    with pytest.raises(ClientError) as caught:
+        _boto3_client(base_url, WRONG_SECRET).converse(modelId=MODEL, messages=[{"role": "user",
+                                                                                 "content": [{"text": "hi"}]}])
+    assert caught.value.response["Error"]["Code"] == "InvalidSignatureException"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def _signed(url: str, body: bytes, secret: str = SECRET) -> dict[str, str]:
+    request = AWSRequest(method="POST", url=url, data=body, headers={"content-type": "application/json"})
+    SigV4Auth(ReadOnlyCredentials(ACCESS_KEY, secret, None), "bedrock", "us-east-1").add_auth(request)
+    return dict(request.headers.items())
+
+
+def _rescoped(headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "Authorization": headers["Authorization"].replace("/bedrock/", "/s3/")}
+
+
+def test_the_simulator_refuses_what_aws_refuses(bedrock_sim):
+    _, base_url = bedrock_sim
+    body = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}]}).encode()
+    encoded = f"{base_url}/model/{MODEL.replace(':', '%3A')}/converse"
+    raw = f"{base_url}/model/{MODEL}/converse"
+
+    def post(url: str, headers: dict[str, str], content: bytes = body) -> httpx.Response:
+        return httpx.post(url, content=content, headers=headers, timeout=5)
+
+    assert post(encoded, _signed(encoded, body)).status_code == 200
+    cases = {
+        # signed with the path encoded as the SDKs encode it, sent with ":" as a plain-string URL would be
+        "path": post(raw, _signed(encoded, body)),
+        "body": post(encoded, _signed(encoded, body), content=body.replace(b"hi", b"ho")),
+        "service": post(encoded, _rescoped(_signed(encoded, body))),
+    }
+    doubled = post(encoded, {**_signed(encoded, body), "authorization": _signed(encoded, body)["Authorization"]})
+    assert doubled.status_code == 400 and doubled.headers["x-amzn-errortype"].startswith("IncompleteSignature")
+    for name, response in cases.items():
+        assert response.status_code == 403, name
+        assert response.headers["x-amzn-errortype"].startswith("InvalidSignatureException:"), name
+    unsigned = post(encoded, {"content-type": "application/json"})
+    assert unsigned.status_code == 403 and unsigned.headers["x-amzn-errortype"].startswith(
+        "MissingAuthenticationTokenException")
+    openai_shaped = json.dumps({"messages": [{"role": "user", "content": [{"text": "hi"}]}], "stream": True}).encode()
+    refused = post(encoded, _signed(encoded, openai_shaped), content=openai_shaped)
+    assert refused.status_code == 400 and 'Unknown parameter in input: "stream"' in refused.json()["message"]
+    greeting_first = json.dumps({"messages": [{"role": "assistant", "content": [{"text": "Hello!"}]}]}).encode()
+    refused = post(encoded, _signed(encoded, greeting_first), content=greeting_first)
+    assert refused.status_code == 400 and "must start with a user message" in refused.json()["message"]
+
+
+def test_the_simulator_refuses_stale_signatures(bedrock_sim, monkeypatch):
+    _, base_url = bedrock_sim
+    body = b'{"messages": [{"role": "user", "content": [{"text": "hi"}]}]}'
+    url = f"{base_url}/model/echo/converse"
+    monkeypatch.setattr("botocore.auth.get_current_datetime",
+                        lambda: datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=20))
+    response = httpx.post(url, content=body, headers=_signed(url, body), timeout=5)
+    assert response.status_code == 403 and "Signature expired" in response.json()["message"]

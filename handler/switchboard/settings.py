@@ -58,6 +58,7 @@ class Settings:
     provider_keys_secret: str | None = None
     gateway_keys_secret: str | None = None
     secrets_max_age_s: int = 300
+    secrets_fetch_timeout_s: float = 3.0  # longest wait for a secret never read yet (refreshes are background)
     record_retention_days: int = 90
     ledger_write_budget_s: float = 0.5
     aws_endpoint_url: str | None = None
@@ -95,6 +96,7 @@ class Settings:
             provider_keys_secret=env.get("SWITCHBOARD_PROVIDER_KEYS_SECRET") or None,
             gateway_keys_secret=env.get("SWITCHBOARD_GATEWAY_KEYS_SECRET") or None,
             secrets_max_age_s=_int(env, "SWITCHBOARD_SECRETS_MAX_AGE", 300),
+            secrets_fetch_timeout_s=_ms(env, "SWITCHBOARD_SECRETS_FETCH_TIMEOUT_MS", 3000),
             record_retention_days=_int(env, "SWITCHBOARD_RECORD_RETENTION_DAYS", 90),
             ledger_write_budget_s=_ms(env, "SWITCHBOARD_LEDGER_WRITE_BUDGET_MS", 500),
             aws_endpoint_url=env.get("SWITCHBOARD_AWS_ENDPOINT_URL") or None,

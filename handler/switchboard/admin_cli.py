@@ -1,4 +1,4 @@
-"""The operator's subcommands of `switchboard`: gateway keys, provider keys, usage and calls.
+"""The operator's subcommands of `switchboard`: gateway keys, provider keys, usage, calls and budgets.
 
 They act on the local embedded stack that `switchboard serve` leaves in `$SWITCHBOARD_HOME`, or, with
 `--aws`, on a deployed stack, through the same Secrets Manager and DynamoDB code either way. No key
@@ -169,16 +169,71 @@ def note(message: str) -> None:
 
 @guarded
 def keys_create(args: argparse.Namespace) -> int:
+    budget = new_key_budget(args)
     target = resolve_target(args)
     try:
         key = target.secrets().create_key(args.name, admin=args.admin, rpm=args.rpm, concurrent=args.concurrent,
-                                          gateway=True if args.gateway else None)
+                                          gateway=True if args.gateway else None, budget=budget)
     except ValueError as exc:
         raise AdminError(str(exc)) from None
     print(key)
     kind = key_kind(admin=args.admin, gateway=args.gateway or not args.admin)
     note(f"created {kind} '{args.name}' in {target.label}; it cannot be shown again, so store it now; {CACHE_HINT}")
     return 0
+
+
+# What `keys update` can change: the option's destination -> the field in the stored entry.
+KEY_CHANGES = {"rpm": "rpm", "concurrent": "concurrent", "daily_budget_usd": "daily_usd",
+               "monthly_budget_usd": "monthly_usd", "budget_soft_percent": "soft_percent",
+               "budget_on_exceeded": "on_exceeded"}
+
+
+def new_key_budget(args: argparse.Namespace) -> Any:
+    """The budget `keys create` was given, checked as the gateway will read it; None without one."""
+    from switchboard.budgets import parse_budget
+
+    value = {field_name: getattr(args, dest) for dest, field_name in KEY_CHANGES.items()
+             if field_name not in ("rpm", "concurrent") and getattr(args, dest, None) is not None}
+    if not value:
+        return None
+    try:
+        return parse_budget(value, "the budget")
+    except ValueError as exc:
+        raise AdminError(f"{exc} (give --daily-budget-usd and/or --monthly-budget-usd)", 2) from None
+
+
+@guarded
+def keys_update(args: argparse.Namespace) -> int:
+    changes = {field_name: getattr(args, dest) for dest, field_name in KEY_CHANGES.items() if hasattr(args, dest)}
+    if not changes:
+        raise AdminError("nothing to change: give --rpm, --concurrent, --daily-budget-usd, --monthly-budget-usd, "
+                         "--budget-soft-percent or --budget-on-exceeded", 2)
+    target = resolve_target(args)
+    try:
+        entry = target.secrets().update_key(args.name, changes)
+    except LookupError:
+        raise AdminError(f"no key named '{args.name}' in {target.label} (see `switchboard keys list`)") from None
+    except ValueError as exc:
+        raise AdminError(str(exc), 2) from None
+    note(f"updated key '{args.name}' in {target.label}: {describe_limits(entry)}; {CACHE_HINT}")
+    return 0
+
+
+def describe_limits(entry: dict[str, Any]) -> str:
+    from switchboard.budgets import usd
+
+    parts = [f"rpm {entry.get('rpm', 'default')}", f"concurrent {entry.get('concurrent', 'default')}"]
+    budget = entry.get("budget")
+    if not budget:
+        return ", ".join(parts + ["no budget"])
+    for period in ("daily", "monthly"):
+        if budget.get(f"{period}_usd") is not None:
+            parts.append(f"{period} budget {usd(budget[f'{period}_usd'])}")
+    if budget.get("soft_percent") is not None:
+        parts.append(f"soft threshold {budget['soft_percent']:g}%")
+    on_exceeded = budget.get("on_exceeded", "refuse")
+    parts.append("over budget: " + (on_exceeded if isinstance(on_exceeded, str) else f"use {on_exceeded['model']}"))
+    return ", ".join(parts)
 
 
 def key_kind(*, admin: bool, gateway: bool) -> str:
@@ -313,6 +368,59 @@ def call_row(item: dict[str, Any]) -> list[str]:
             millis(item.get("ttft_ms")), millis(item.get("total_ms"))]
 
 
+# -- budgets ------------------------------------------------------------------------------------------
+
+BUDGET_COLUMNS = [("SCOPE", "<"), ("NAME", "<"), ("PERIOD", "<"), ("LIMIT USD", ">"), ("SPENT USD", ">"),
+                  ("REMAINING USD", ">"), ("STATE", "<"), ("OVER BUDGET", "<"), ("RESETS (UTC)", "<")]
+INCOMPLETE_NOTE = "* some calls had no price or no usage: the spend counts the priced ones only"
+NO_BUDGETS = ("no budgets configured: set tasks.<task>.budget in SWITCHBOARD_ROUTING (or pass --routing), or "
+              "give a key one with `switchboard keys update NAME --daily-budget-usd 20`")
+
+
+@guarded
+def budgets(args: argparse.Namespace) -> int:
+    from switchboard.budgets import TableCounters, configured_scopes, report
+
+    tasks = routing_budgets(args.routing if args.routing is not None else os.environ.get("SWITCHBOARD_ROUTING"))
+    target = resolve_target(args)
+    scopes = configured_scopes(tasks, target.secrets().stored_keys())
+    result = report(TableCounters(target.client("dynamodb"), target.table), scopes)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if not result["data"]:
+        note(NO_BUDGETS)
+        return 0
+    print(budgets_table(result["data"]))
+    return 0
+
+
+def routing_budgets(raw: str | None) -> dict[str, Any]:
+    """Task budgets from a SWITCHBOARD_ROUTING value, read as the gateway reads it."""
+    from switchboard.policy import routing_config
+    from switchboard.settings import SettingsError
+
+    try:
+        return routing_config(raw or None).budgets
+    except SettingsError as exc:
+        raise AdminError(str(exc), 2) from None
+
+
+def budgets_table(rows: list[dict[str, Any]]) -> str:
+    text = table(BUDGET_COLUMNS, [budget_row(row) for row in rows])
+    if any(row["incomplete"] for row in rows):
+        text += "\n" + INCOMPLETE_NOTE
+    return text
+
+
+def budget_row(row: dict[str, Any]) -> list[str]:
+    on_exceeded = row["on_exceeded"]
+    return [row["scope"], row["name"], f"{row['period']} {row['period_key']}", dollars(row["limit_usd"]),
+            dollars(row["spent_usd"]) + ("*" if row["incomplete"] else ""), dollars(row["remaining_usd"]),
+            row["state"], on_exceeded if isinstance(on_exceeded, str) else "use " + on_exceeded["model"],
+            row["period_ends_at"].replace("T", " ").removesuffix("Z")]
+
+
 def public_fields(item: dict[str, Any]) -> dict[str, Any]:
     """A call item as the admin API shows it: every record field (null where unknown), no table keys."""
     from switchboard.ledger.store import public_record
@@ -374,6 +482,62 @@ def key_name(text: str) -> str:
     return text
 
 
+def dollars_amount(text: str) -> float:
+    """An argparse type: a positive number of US dollars."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of US dollars")
+    return value
+
+
+def percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage between 0 and 100")
+    return value
+
+
+def on_exceeded(text: str) -> str | dict[str, str]:
+    """`refuse`, or the model to answer on instead (checked as the gateway resolves model names)."""
+    from switchboard.protocol import GatewayError
+    from switchboard.routing import split_model
+
+    if text == "refuse":
+        return text
+    try:
+        split_model(text)
+    except GatewayError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'refuse' nor a model: {exc.message}") from None
+    return {"model": text}
+
+
+def or_none(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """For `keys update`: the value, or `none` to remove the setting (back to the default)."""
+
+    def parse(text: str) -> Any:
+        return None if text.strip().lower() == "none" else kind(text)
+
+    parse.__name__ = getattr(kind, "__name__", "value")
+    return parse
+
+
+def non_negative(text: str) -> int:
+    """A limit: a whole number, 0 meaning none for this key."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return value
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)
@@ -396,12 +560,13 @@ def target_options() -> argparse.ArgumentParser:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `keys`, `providers`, `usage` and `calls` to the `switchboard` command."""
+    """Add `keys`, `providers`, `usage`, `calls` and `budgets` to the `switchboard` command."""
     common = target_options()
     _register_keys(commands, common)
     _register_providers(commands, common)
     _register_usage(commands, common)
     _register_calls(commands, common)
+    _register_budgets(commands, common)
 
 
 def _register_keys(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -415,11 +580,41 @@ def _register_keys(commands: argparse._SubParsersAction, common: argparse.Argume
                         help="with --admin: the key may call chat and models as well")
     create.add_argument("--rpm", type=int, default=None, help="requests per minute allowed for this key")
     create.add_argument("--concurrent", type=int, default=None, help="concurrent streams allowed for this key")
+    _add_budget_options(create, lambda kind: kind, default=None)
     create.set_defaults(handler=keys_create)
+    update = actions.add_parser("update", parents=[common],
+                                help="change a key's rate limits or budget (`none` removes a setting)")
+    update.add_argument("name", type=key_name)
+    update.add_argument("--rpm", type=or_none(non_negative), default=argparse.SUPPRESS,
+                        help="requests per minute allowed for this key (0: unlimited; none: the server's default)")
+    update.add_argument("--concurrent", type=or_none(non_negative), default=argparse.SUPPRESS,
+                        help="concurrent streams allowed for this key (0: unlimited; none: the server's default)")
+    _add_budget_options(update, or_none, default=argparse.SUPPRESS)
+    update.set_defaults(handler=keys_update)
     actions.add_parser("list", parents=[common], help="list keys (names only)").set_defaults(handler=keys_list)
     revoke = actions.add_parser("revoke", parents=[common], help="revoke a key by name")
     revoke.add_argument("name")
     revoke.set_defaults(handler=keys_revoke)
+
+
+def _add_budget_options(parser: argparse.ArgumentParser, wrap: Callable, default: Any) -> None:
+    parser.add_argument("--daily-budget-usd", type=wrap(dollars_amount), default=default,
+                        help="USD this key may spend per UTC day")
+    parser.add_argument("--monthly-budget-usd", type=wrap(dollars_amount), default=default,
+                        help="USD this key may spend per calendar month (UTC)")
+    parser.add_argument("--budget-soft-percent", type=wrap(percent), default=default,
+                        help="warn (log line and metric) once this share of a budget is spent")
+    parser.add_argument("--budget-on-exceeded", type=wrap(on_exceeded), default=default, metavar="refuse|MODEL",
+                        help="over budget: refuse with 429 (default), or answer on this (cheaper) model")
+
+
+def _register_budgets(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser("budgets", parents=[common],
+                                 help="each budget: its limit, spend, what remains and when it resets")
+    parser.add_argument("--routing", help="task budgets from this SWITCHBOARD_ROUTING value (JSON or @file); "
+                                          "default: $SWITCHBOARD_ROUTING, as the gateway reads it")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=budgets)
 
 
 def _register_providers(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

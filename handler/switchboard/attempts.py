@@ -6,6 +6,11 @@ anything the client will see (content, a tool call, a refusal, reasoning, or the
 call to that route: from then on its stream is relayed as is and never switched, but the call's total
 deadline still holds, however slowly the upstream trickles. Buffer words, if due while waiting, are
 signalled to the relay as `BUFFER`; they carry no upstream content, so a later fallback is still clean.
+
+A streamed call whose budgets are still being read carries `budget`: a future that resolves to None
+(carry on), to the routes of the budget's downgrade model, or to a GatewayError (refused). It is raced
+with the first attempt: a verdict that arrives while the upstream is still silent moves the call at
+once, as a fallback would, and nothing (not even buffer words) reaches the client before it is known.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from switchboard.budgets import VERDICT_WAIT_S
 from switchboard.ledger.record import CallRecord
 from switchboard.policy import CallPlan
 from switchboard.providers import adapter
@@ -25,6 +31,16 @@ from switchboard.settings import Settings
 
 BUFFER = object()  # yielded (at most once) when buffer words are due
 _TIMEOUT = object()
+_VERDICT = object()  # the budget verdict came in while waiting on the upstream
+BUDGET_DOWNGRADED = "budget_downgraded"  # an attempt's outcome when a budget moved the call off it
+
+
+class _Rerouted(Exception):
+    """A budget moved the call to its downgrade model before the first token: the routes to try instead."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        super().__init__("budget downgrade")
+        self.routes = routes
 
 
 class _Puller:
@@ -36,9 +52,13 @@ class _Puller:
         self.iterator = iterator
         self.task: asyncio.Future | None = None
 
-    async def next(self, until: float | None, abandon_on_timeout: bool = False):
+    async def next(self, until: float | None, abandon_on_timeout: bool = False,
+                   verdict: asyncio.Future | None = None):
         """The next item, or _TIMEOUT at `until`. With `abandon_on_timeout` the read is cancelled then
-        (cheap: no task), otherwise it stays pending for the next call (buffer words keep waiting)."""
+        (cheap: no task), otherwise it stays pending for the next call (buffer words keep waiting).
+        With a pending `verdict`, _VERDICT when it finishes first (the read stays pending)."""
+        if verdict is not None:
+            return await self._next_or_verdict(until, verdict)
         if until is None and self.task is None:
             return await self.iterator.__anext__()  # no clock running: the plain, cheapest path
         if abandon_on_timeout and self.task is None:
@@ -55,6 +75,16 @@ class _Puller:
             return _TIMEOUT
         task, self.task = self.task, None
         return task.result()
+
+    async def _next_or_verdict(self, until: float | None, verdict: asyncio.Future):
+        if self.task is None:
+            self.task = asyncio.ensure_future(self.iterator.__anext__())
+        timeout = None if until is None else max(until - time.perf_counter(), 0.0)
+        done, _ = await asyncio.wait((self.task, verdict), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self.task in done:
+            task, self.task = self.task, None
+            return task.result()
+        return _VERDICT if verdict in done else _TIMEOUT
 
     async def aclose(self) -> None:
         if self.task is not None:
@@ -87,8 +117,9 @@ def retryable(error: UpstreamError) -> bool:
 
 class Attempts:
     def __init__(self, client: UpstreamClient, settings: Settings, plan: CallPlan, body: dict,
-                 record: CallRecord, started: float) -> None:
+                 record: CallRecord, started: float, budget: asyncio.Future | None = None) -> None:
         self.client = client
+        self.budget = budget  # -> None | list[Route], or raises GatewayError; streamed calls only
         self.settings = settings
         self.plan = plan
         self.body = body
@@ -102,42 +133,55 @@ class Attempts:
 
     async def stream(self) -> AsyncIterator[list[Chunk] | object]:
         """BUFFER at most once, then the winning route's batches of chunks; raises the last error if all fail."""
-        last_error: UpstreamError | None = None
-        for route in self.plan.routes:
-            retry = 0
-            while True:
-                attempt_started = time.perf_counter()
-                upstream = _Puller(adapter(route.adapter).stream(self.client, route, self.body, self.settings))
-                try:
-                    held: list[Chunk] = []
+        try:
+            last_error: UpstreamError | None = None
+            routes, index = list(self.plan.routes), 0
+            while index < len(routes):
+                route, index = routes[index], index + 1
+                retry = 0
+                while True:
+                    moved = self._decided_routes()
+                    if moved is not None:
+                        routes, index = moved, 0
+                        break
+                    attempt_started = time.perf_counter()
+                    upstream = _Puller(adapter(route.adapter).stream(self.client, route, self.body, self.settings))
                     try:
-                        async for signal in self._until_first_token(upstream, held, attempt_started):
-                            yield signal
-                    except UpstreamError as error:
-                        last_error = self._failed(route, error, attempt_started)
-                    else:
-                        self._committed(route, attempt_started)
-                        if held:
-                            yield held
-                        while True:  # committed: relayed as is, never switched
-                            try:
-                                batch = await upstream.next(self.total_deadline, abandon_on_timeout=True)
-                            except StopAsyncIteration:
-                                return
-                            if batch is _TIMEOUT:
-                                raise UpstreamError(504, "The call's total deadline passed mid-stream.",
-                                                    kind="timeout")
-                            yield batch
-                finally:
-                    await upstream.aclose()
-                wait = self._retry_wait(last_error, retry)
-                if wait is None:
-                    break  # on to the next route
-                async for signal in self._sleep(wait):
-                    yield signal
-                retry += 1
-        assert last_error is not None
-        raise last_error
+                        held: list[Chunk] = []
+                        try:
+                            async for signal in self._until_first_token(upstream, held, attempt_started):
+                                yield signal
+                        except UpstreamError as error:
+                            last_error = self._failed(route, error, attempt_started)
+                        except _Rerouted as moved:  # as a fallback would: this attempt ends, the cheaper model starts
+                            self._log_attempt(route, BUDGET_DOWNGRADED, 0, attempt_started)
+                            routes, index = moved.routes, 0
+                            break
+                        else:
+                            self._committed(route, attempt_started)
+                            if held:
+                                yield held
+                            while True:  # committed: relayed as is, never switched
+                                try:
+                                    batch = await upstream.next(self.total_deadline, abandon_on_timeout=True)
+                                except StopAsyncIteration:
+                                    return
+                                if batch is _TIMEOUT:
+                                    raise UpstreamError(504, "The call's total deadline passed mid-stream.",
+                                                        kind="timeout")
+                                yield batch
+                    finally:
+                        await upstream.aclose()
+                    wait = self._retry_wait(last_error, retry)
+                    if wait is None:
+                        break  # on to the next route
+                    async for signal in self._sleep(wait):
+                        yield signal
+                    retry += 1
+            assert last_error is not None
+            raise last_error
+        finally:
+            settle(self.budget)  # a verdict nobody waits for any more: cancelled, or its result taken
 
     async def _until_first_token(self, upstream: _Puller, held: list[Chunk], attempt_started: float):
         first_token_deadline = (attempt_started + self.plan.first_token_timeout_s
@@ -145,15 +189,23 @@ class Attempts:
         deadline = min(d for d in (first_token_deadline, self.total_deadline) if d is not None)
         while True:
             buffer_due = self._buffer_pending()
+            verdict = self.budget if self.budget is not None and not self.budget.done() else None
             try:
                 if buffer_due is None or buffer_due >= deadline:
-                    item = await upstream.next(deadline, abandon_on_timeout=True)
+                    item = await upstream.next(deadline, abandon_on_timeout=True, verdict=verdict)
                 else:
-                    item = await upstream.next(buffer_due)
+                    item = await upstream.next(buffer_due, verdict=verdict)
             except StopAsyncIteration:
+                if self.budget is not None:
+                    await self._await_verdict()
                 return  # ended without content: nothing better will come from retrying
+            if item is _VERDICT:
+                self._take_verdict()  # under budget: keep waiting on this attempt
+                continue
             if item is _TIMEOUT:
                 if buffer_due is not None and buffer_due < deadline and time.perf_counter() >= buffer_due:
+                    if self.budget is not None:
+                        await self._await_verdict()  # buffer words are a first byte too
                     self.record.buffer_words = True
                     yield BUFFER
                     continue
@@ -161,7 +213,39 @@ class Attempts:
                                     kind="first_token_timeout")
             held.extend(item)
             if any(is_first_token(parsed) for _payload, parsed in item):
+                if self.budget is not None:
+                    await self._await_verdict()  # the first token waits here only if the table is slower than it
                 return
+
+    def _decided_routes(self) -> list[Route] | None:
+        """Between attempts: a verdict already in moves the call before anything more is sent upstream."""
+        if self.budget is None or not self.budget.done():
+            return None
+        try:
+            self._take_verdict()
+        except _Rerouted as moved:
+            return moved.routes
+        return None
+
+    def _take_verdict(self) -> None:
+        """Apply the budget verdict (done): carry on, raise _Rerouted, or raise its GatewayError (refused)."""
+        future, self.budget = self.budget, None
+        routes = future.result()  # type: ignore[union-attr]
+        if routes:
+            raise _Rerouted(routes)
+
+    async def _await_verdict(self) -> None:
+        """Before the first byte: the verdict, waited for at most VERDICT_WAIT_S; a later one lets the call be."""
+        if not self.budget.done():  # type: ignore[union-attr]
+            await asyncio.wait((self.budget,), timeout=VERDICT_WAIT_S)
+        if not self.budget.done():
+            from switchboard.observability import call_fields, logger
+
+            logger.warning("budget verdict late; the call goes ahead", extra=call_fields(self.record))
+            settle(self.budget)
+            self.budget = None
+            return
+        self._take_verdict()
 
     async def complete(self) -> dict:
         """The non-streamed call: the same routes, retries and deadline, one chat.completion back."""
@@ -239,3 +323,13 @@ def _retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None  # an HTTP date: too far off to wait for on a call
+
+
+def settle(pending: object) -> None:
+    """A check nobody will wait for any more: cancel it, or take its result so none is lost."""
+    if isinstance(pending, asyncio.Future):
+        if pending.done():
+            if not pending.cancelled():
+                pending.exception()
+        else:
+            pending.cancel()

@@ -17,6 +17,7 @@ import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from switchboard.budgets import Budget
 from switchboard.protocol import GatewayError
 
 KEY_PREFIX = "sb-"
@@ -29,6 +30,7 @@ class Identity:
     rpm: int | None = None  # per-key rate limits; None: the server's defaults
     concurrent: int | None = None
     gateway: bool = True  # may call chat and models
+    budget: Budget | None = None  # the key's spend budget, if it has one (see budgets.py)
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,10 @@ class StoredKey:
     rpm: int | None = None
     concurrent: int | None = None
     gateway: bool = True
+    budget: Budget | None = None
 
     def identity(self) -> Identity:
-        return Identity(self.name, self.admin, self.rpm, self.concurrent, self.gateway)
+        return Identity(self.name, self.admin, self.rpm, self.concurrent, self.gateway, self.budget)
 
 
 def digest(key: str) -> str:

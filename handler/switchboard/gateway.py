@@ -10,23 +10,26 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from switchboard.attempts import settle
 from switchboard.auth import Identity, KeyStore
+from switchboard.budgets import BudgetCheck, BudgetTracker, Scope, Verdict
 from switchboard.framing import Framer, ResponsesFramer
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
-from switchboard.policy import plan
+from switchboard.policy import CallPlan, plan, task_budgets
 from switchboard.protocol import GatewayError
 from switchboard.providers.base import UpstreamError
 from switchboard.providers.transport import CheckedResolver, UpstreamClient
 from switchboard.ratelimit import Limits, RateLimiter
-from switchboard.relay import Recorder, Relay
-from switchboard.request import chat_request, metadata_from_headers, parse_json
+from switchboard.relay import Recorder, Relay, note_prompt_version
+from switchboard.request import ChatRequest, chat_request, metadata_from_headers, parse_json
 from switchboard.responses import chat_body_from_responses
-from switchboard.routing import is_internal_address, verify_resolved
+from switchboard.routing import Route, is_internal_address, resolve, verify_resolved
 from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
@@ -37,9 +40,14 @@ UNAUTHENTICATED_TASK = "unauthenticated"  # the task of every record whose calle
 class Gateway:
     def __init__(self, settings: Settings, keys: KeyStore, provider_keys: ProviderKeys, recorder: Recorder,
                  client: UpstreamClient | None = None, store: CallStore | None = None,
-                 secrets: Secrets | None = None, limiter: RateLimiter | None = None) -> None:
+                 secrets: Secrets | None = None, limiter: RateLimiter | None = None,
+                 budgets: BudgetTracker | None = None) -> None:
         self.settings = settings
         self.limiter = limiter or RateLimiter()
+        self.task_budgets = task_budgets(settings)  # read now: a bad budget stops the start, not a call
+        self.budgets = budgets or BudgetTracker.from_settings(settings)
+        if getattr(recorder, "spend", False) is None:
+            recorder.spend = self.budgets.spend  # type: ignore[attr-defined]  (spend counted once priced)
         self.resolve_addresses = resolve_addresses
         self.store = store
         self.secrets = secrets
@@ -72,9 +80,18 @@ class Gateway:
             if name == "simulator":
                 if config.base_url:
                     listed += [(f"simulator/{m}", "switchboard-simulator (simulated)") for m in MODELS]
-            elif name != "local" and config.base_url and self.provider_keys(name):
+            elif name != "local" and config.base_url and self._usable(name, config.spec.needs_key):
                 listed += [(f"{name}/{m}", name) for m in catalog(self.settings.prices_file).models(name)]
         return listed
+
+    def _usable(self, provider: str, needs_key: bool) -> bool:
+        if needs_key:
+            return bool(self.provider_keys(provider))
+        if provider == "bedrock":  # no key: usable when botocore's chain found credentials (warmed at start-up)
+            from switchboard.providers import adapter
+
+            return adapter("bedrock").CREDENTIALS.found
+        return True
 
     def authenticate(self, request: Request, *, admin: bool = False) -> Identity:
         return self.keys.authenticate(request.headers.get("authorization"), admin=admin)
@@ -153,18 +170,81 @@ class Gateway:
             record.metadata.update({f"extra.{k}"[:64]: _short(v) for k, v in list(chat.extra_body.items())[:32]})
         if self.settings.capture_traces:
             record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
+        try:
+            return await self._relay(record, clock, chat, headers, identity, framer)
+        except BaseException:
+            note_prompt_version(record, chat)  # the refusal's record carries it too
+            raise
+
+    async def _relay(self, record: CallRecord, clock: CallClock, chat: ChatRequest, headers: dict[str, str],
+                     identity: Identity, framer: Framer | None) -> Response:
+        """Plan the routes, admit the call (budgets, then rate limits), and hand it to the relay."""
         call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
         for route in call_plan.routes:
             if route.verify_host:
                 await verify_resolved(route.verify_host, self.resolve_addresses)
                 self.client.require_check(route.verify_host, route.port)
         record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
+        check = self._budget_check(record, identity)
+        if check is not None:  # what is known already decides before anything is sent upstream
+            call_plan = self._apply_verdict(check.known, call_plan, record, headers)
         limits = Limits(identity.rpm if identity.rpm is not None else self.settings.rate_limit_rpm,
                         identity.concurrent if identity.concurrent is not None else self.settings.rate_limit_concurrent)
         admission = self.limiter.admit(record.request_id, identity.name, limits)
+        pending = check.pending if check is not None else None
         if chat.stream:
-            return self.relay.stream(record, clock, chat, call_plan, admission, framer)
+            budget = asyncio.ensure_future(self._reroute(pending, call_plan, record, headers)) if pending else None
+            if budget is not None:
+                budget.add_done_callback(_retrieve)  # a stream never started never takes its verdict
+            return self.relay.stream(record, clock, chat, call_plan, admission, framer, budget)
+        if pending is not None:  # not streamed: nobody waits on a first token, so the verdict comes first
+            try:
+                call_plan = self._apply_verdict(await pending, call_plan, record, headers)
+            except BaseException:
+                settle(admission)
+                raise
         return await self.relay.complete(record, clock, chat, call_plan, admission, framer)
+
+    # -- budgets ------------------------------------------------------------------------------------------
+
+    def _budget_check(self, record: CallRecord, identity: Identity) -> BudgetCheck | None:
+        """The call's task and key budgets, admitted; None (and no work at all) when it has neither."""
+        scopes = []
+        task_budget = self.task_budgets.get(record.task_id)
+        if task_budget is not None:
+            scopes.append(Scope("task", record.task_id, task_budget))
+        if identity.budget is not None:
+            scopes.append(Scope("key", identity.name, identity.budget))
+        return self.budgets.admit(record.request_id, scopes) if scopes else None
+
+    def _apply_verdict(self, verdict: Verdict, call_plan: CallPlan, record: CallRecord,
+                       headers: dict[str, str]) -> CallPlan:
+        """Under budget: the plan as it is. Over: a 429, or the plan moved to the budget's downgrade model."""
+        if not verdict.over or (record.budget_downgraded and not verdict.refuses):
+            return call_plan
+        if verdict.refuses:
+            raise verdict.error()
+        route = self._downgrade_route(verdict, headers)
+        record.budget_downgraded = True
+        record.provider, record.model = route.provider, route.model
+        return replace(call_plan, routes=[route])
+
+    def _downgrade_route(self, verdict: Verdict, headers: dict[str, str]) -> Route:
+        """The downgrade model, resolved as a fallback is: the gateway's own provider keys and URLs."""
+        model = verdict.downgrade_model
+        plain_headers = {k: v for k, v in headers.items() if not k.startswith("x-inference-provider")}
+        try:
+            return resolve(model, plain_headers, self.settings, self.provider_keys)
+        except GatewayError as exc:
+            raise GatewayError(503, f"{verdict.describe()}, and its downgrade model '{model}' cannot be used: "
+                               f"{exc.message}", code="budget_downgrade_unavailable") from None
+
+    async def _reroute(self, pending: asyncio.Future, call_plan: CallPlan, record: CallRecord,
+                       headers: dict[str, str]) -> list[Route] | None:
+        """For a streamed call: the routes to move to once the shared verdict is in (None: carry on)."""
+        verdict = await pending
+        moved = self._apply_verdict(verdict, call_plan, record, headers)
+        return moved.routes if moved is not call_plan else None
 
 
 # Inference Catalyst carries its project key in these headers (the first is current, the second legacy);
@@ -240,6 +320,11 @@ def _capped(value: object, limit: int) -> str:
     from switchboard.relay import cap
 
     return cap(dumps(value).decode(), limit)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # taken, so asyncio does not report a refusal nobody was left to hear
 
 
 def _short(value: object) -> str:

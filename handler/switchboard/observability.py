@@ -64,3 +64,20 @@ def log_record(level: str, message: str, record, **extra: Any) -> None:
 def call_fields(record) -> dict[str, Any]:
     """The keys every log line about a call carries."""
     return {"request_id": record.request_id, "task_id": record.task_id, "conversation_id": record.conversation_id}
+
+
+def budget_metric(name: str, fields: dict[str, Any]) -> None:
+    """One EMF blob for a budget event (`BudgetSoftThreshold`, `BudgetExceeded`), flushed at once.
+
+    Its only dimension is the service, so one alarm covers every budget; which scope and period crossed
+    rides along as properties, and the warning log line beside it says the same in words.
+    """
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    try:
+        with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
+                           default_dimensions={"service": SERVICE}) as metric:
+            for key in ("budget_scope", "budget_name", "period", "spent_usd", "limit_usd", "period_ends_at"):
+                metric.add_metadata(key=key, value=fields.get(key))
+    except Exception as exc:  # metrics must never break a call
+        logger.warning("budget metric not emitted", extra={"error_type": type(exc).__name__})

@@ -11,6 +11,11 @@ per call:
 
 Headers: `x-switchboard-fallbacks` (comma-separated models), `x-switchboard-first-token-timeout-ms`,
 `x-switchboard-buffer-after-ms`.
+
+A task may carry a spend budget (see budgets.py), validated when the configuration is first read:
+
+    "tasks": {"support-line": {"budget": {"daily_usd": 5, "monthly_usd": 100, "soft_percent": 80,
+                                          "on_exceeded": {"model": "groq/llama-3.1-8b-instant"}}}}
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from switchboard.budgets import Budget, parse_budget
 from switchboard.protocol import GatewayError
-from switchboard.routing import KeyLookup, Route, resolve
+from switchboard.routing import KeyLookup, Route, resolve, split_model
 from switchboard.settings import Settings, SettingsError
 
 MAX_FALLBACKS = 4
@@ -42,6 +48,7 @@ class CallPlan:
 class RoutingConfig:
     aliases: dict[str, dict] = field(default_factory=dict)
     tasks: dict[str, dict] = field(default_factory=dict)
+    budgets: dict[str, Budget] = field(default_factory=dict)  # task id -> its budget
 
 
 @lru_cache(maxsize=8)
@@ -58,7 +65,31 @@ def routing_config(raw: str | None) -> RoutingConfig:
     aliases, tasks = data.get("aliases") or {}, data.get("tasks") or {}
     if not isinstance(aliases, dict) or not isinstance(tasks, dict):
         raise SettingsError("SWITCHBOARD_ROUTING 'aliases' and 'tasks' must be objects")
-    return RoutingConfig(aliases, tasks)
+    for task_id, entry in tasks.items():
+        if not isinstance(entry, dict):
+            raise SettingsError(f"SWITCHBOARD_ROUTING: tasks.{task_id} must be an object")
+    return RoutingConfig(aliases, tasks, {task_id: _task_budget(task_id, entry["budget"])
+                                          for task_id, entry in tasks.items() if "budget" in entry})
+
+
+def _task_budget(task_id: str, value: object) -> Budget:
+    """The task's budget, or a SettingsError naming the field: a cap that silently does nothing is worse."""
+    try:
+        budget = parse_budget(value, f"tasks.{task_id}.budget")
+    except ValueError as exc:
+        raise SettingsError(f"SWITCHBOARD_ROUTING: {exc}") from None
+    if budget.downgrade_model is not None:
+        try:
+            split_model(budget.downgrade_model)
+        except GatewayError as exc:
+            raise SettingsError(f"SWITCHBOARD_ROUTING: tasks.{task_id}.budget.on_exceeded.model: {exc.message}") \
+                from None
+    return budget
+
+
+def task_budgets(settings: Settings) -> dict[str, Budget]:
+    """Every task budget in SWITCHBOARD_ROUTING (raises SettingsError for a bad one)."""
+    return routing_config(settings.routing_config).budgets
 
 
 def plan(model: str, task_id: str, headers: dict[str, str], settings: Settings, provider_key: KeyLookup) -> CallPlan:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import anyio
 from starlette.responses import Response
 
-from switchboard.attempts import BUFFER, Attempts
+from switchboard.attempts import BUFFER, Attempts, settle
 from switchboard.framing import ChatFramer, Framer
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
 from switchboard.policy import CallPlan
@@ -25,6 +25,9 @@ from switchboard.request import ChatRequest
 from switchboard.settings import Settings
 
 Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
+# The upstream's own latency figure (Bedrock's metrics.latencyMs), which an adapter puts on the parsed usage
+# chunk or completion; it is recorded, never sent to the client.
+UPSTREAM_LATENCY_KEY = "x_bedrock_latency_ms"
 
 
 class ChunkObserver:
@@ -44,6 +47,9 @@ class ChunkObserver:
         usage = chunk.get("usage")
         if usage:
             apply_usage(self.record, usage)
+            latency = chunk.get(UPSTREAM_LATENCY_KEY)
+            if latency is not None:
+                self.record.upstream_latency_ms = latency
         if not choices:
             return bool(usage)
         choice = choices[0]
@@ -110,16 +116,18 @@ class Relay:
         self.recorder = recorder
 
     def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-               admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Response:
+               admission: Awaitable[None] | None = None, framer: Framer | None = None,
+               budget: asyncio.Future | None = None) -> Response:
         """The streamed response. Its status is decided by the first thing the call produces: an error
-        before any byte (the upstream's 4xx, 502, 504, a refused admission) is sent as a JSON error."""
-        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
+        before any byte (the upstream's 4xx, 502, 504, a refused admission or budget) is sent as a JSON
+        error. `budget` is the budget verdict still on its way (see attempts.py)."""
+        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start, budget)
         framer = framer or ChatFramer(record, chat.include_usage)
-        return EventStreamResponse(self._events(record, clock, framer, attempts, admission),
+        return EventStreamResponse(self._events(record, clock, framer, attempts, admission, chat),
                                    headers={"x-request-id": record.request_id})
 
     async def _events(self, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
-                      admission: Awaitable[None] | None) -> AsyncIterator[bytes | GatewayError]:
+                      admission: Awaitable[None] | None, chat: ChatRequest) -> AsyncIterator[bytes | GatewayError]:
         observer = ChunkObserver(record, clock)
         total_deadline = attempts.total_deadline
         chunks = attempts.stream()
@@ -154,7 +162,7 @@ class Relay:
             observer.finish_trace(self.settings.trace_max_chars)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self._record(record, clock, observer)
+                await self._record(record, clock, observer, chat)
             if sent:
                 yield framer.failed(error.message, error.code or record.outcome)
             else:
@@ -171,7 +179,7 @@ class Relay:
             record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self._record(record, clock, observer)
+                await self._record(record, clock, observer, chat)
             yield framer.failed(error.message, error.code) if sent else error
             return
         except BaseException:  # cancelled (client gone) or closed by the server
@@ -180,13 +188,13 @@ class Relay:
             observer.finish_trace(self.settings.trace_max_chars)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                await self._record(record, clock, observer)
+                await self._record(record, clock, observer, chat)
             raise
         if record.outcome == "pending":
             record.outcome = "stop"
         observer.finish_trace(self.settings.trace_max_chars)
         with anyio.CancelScope(shield=True):  # a hang-up now must not cost the record
-            await self._record(record, clock, observer)
+            await self._record(record, clock, observer, chat)
         yield framer.done() if sent else (framer.opening() if opening is None else opening) + framer.done()
 
     async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
@@ -197,6 +205,7 @@ class Relay:
         attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
         completion = await attempts.complete()
         clock.upstream_first = clock.client_first = clock.first_token = clock.first_chunk = CallClock.now()
+        record.upstream_latency_ms = completion.pop(UPSTREAM_LATENCY_KEY, None)
         usage = completion.get("usage")
         if isinstance(usage, dict):
             apply_usage(record, usage)
@@ -210,12 +219,14 @@ class Relay:
                 if name:
                     record.tool_calls.append(name)
             record.outcome = choices[0].get("finish_reason") or "stop"
-        await self._record(record, clock)
+        await self._record(record, clock, chat=chat)
         framer = framer or ChatFramer(record, False)
         return Response(dumps(framer.completion(completion)), media_type="application/json",
                         headers={"x-request-id": record.request_id})
 
-    async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None) -> None:
+    async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None,
+                      chat: ChatRequest | None = None) -> None:
+        note_prompt_version(record, chat)
         if observer is not None and record.completion_tokens is None and observer.deltas:
             # The usage chunk never came (a disconnect or a cut): count what was produced, marked as estimated.
             record.completion_tokens = observer.deltas
@@ -223,14 +234,10 @@ class Relay:
         await self.recorder(record, clock)
 
 
-def settle(admission: Awaitable[None] | None) -> None:
-    """A rate-limit check nobody will wait for any more: cancel it, or take its result so none is lost."""
-    if isinstance(admission, asyncio.Future):
-        if admission.done():
-            if not admission.cancelled():
-                admission.exception()
-        else:
-            admission.cancel()
+def note_prompt_version(record: CallRecord, chat: ChatRequest | None) -> None:
+    """The prompt's version, hashed as the call ends (off the first token's path: a long prompt takes a while)."""
+    if chat is not None and record.prompt_version is None:
+        record.prompt_version = getattr(chat, "prompt_version", None)
 
 
 class EventStreamResponse(Response):

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable
 
 from switchboard.auth import KeyStore, env_keys
+from switchboard.budgets import BudgetTracker
 from switchboard.gateway import Gateway
 from switchboard.ledger.pricing import catalog
 from switchboard.ledger.record import CallRecord
@@ -27,9 +28,12 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
         store = CallStore(lambda: aws.client("dynamodb", settings), settings.table_name,
                           settings.record_retention_days)
     limiter = RateLimiter(lambda: aws.client("dynamodb", settings), settings.table_name) if store else RateLimiter()
+    budgets = BudgetTracker.from_settings(settings)
     recorder = Recorder(store, catalog(settings.prices_file), write_budget_s=settings.ledger_write_budget_s,
-                        emit_metrics=settings.metrics, observers=observers, release=limiter.release)
-    return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter)
+                        emit_metrics=settings.metrics, observers=observers, release=limiter.release,
+                        spend=budgets.spend)
+    return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter,
+                   budgets=budgets)
 
 
 def warm_in_background(gateway: Gateway) -> threading.Thread:

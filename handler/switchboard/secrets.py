@@ -3,8 +3,9 @@
 Two JSON secrets:
   * provider keys: `{"openai": "sk-...", "anthropic": "..."}`
   * gateway keys:  `{"keys": [{"name": "...", "sha256": "<hex>", "admin": false, "gateway": true,
-    "created_at": "..."}]}` (a gateway key itself is never stored, only its SHA-256; an entry without
-    "gateway" is a gateway key unless it is an admin key).
+    "created_at": "...", "rpm": 120, "concurrent": 10, "budget": {"daily_usd": 20, "monthly_usd": 300}}]}`
+    (a gateway key itself is never stored, only its SHA-256; an entry without "gateway" is a gateway key
+    unless it is an admin key; "budget" has the shape of a task budget, see budgets.py).
 
 Caching (`SWITCHBOARD_SECRETS_MAX_AGE`, default 300 s) is stale-while-revalidate: a read never waits
 on Secrets Manager once a value exists. Past 80% of the age a thread of its own refreshes the value
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from switchboard.auth import KEY_PREFIX, StoredKey, digest
+from switchboard.budgets import BUDGET_FIELDS, Budget, parse_budget
 from switchboard.protocol import GatewayError
 from switchboard.settings import Settings
 
@@ -190,7 +192,7 @@ class Secrets:
 
         return cls(settings, cached(settings.provider_keys_secret, "provider keys"),
                    cached(settings.gateway_keys_secret, "gateway keys"),
-                   getattr(settings, "secrets_fetch_timeout_s", DEFAULT_FETCH_TIMEOUT_S))
+                   settings.secrets_fetch_timeout_s)
 
     def provider_key(self, provider: str) -> str | None:
         """From the environment, else the secret in memory; 503 when the secret was never read."""
@@ -239,8 +241,35 @@ def parse_gateway_keys(value: dict) -> list[StoredKey]:
         if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and entry.get("name"):
             admin = bool(entry.get("admin"))
             keys.append(StoredKey(str(entry["name"]), entry["sha256"], admin, _limit(entry.get("rpm")),
-                                  _limit(entry.get("concurrent")), gateway=bool(entry.get("gateway", not admin))))
+                                  _limit(entry.get("concurrent")), gateway=bool(entry.get("gateway", not admin)),
+                                  budget=_stored_budget(str(entry["name"]), entry.get("budget"))))
     return keys
+
+
+_warned_budgets: set[tuple[str, str]] = set()
+
+
+def _stored_budget(name: str, value: object) -> Budget | None:
+    """A key's budget; one that does not parse (a hand edit: the CLI checks what it writes) is logged, once,
+    and ignored, so one bad entry cannot lock every key out."""
+    if value is None:
+        return None
+    try:
+        return parse_budget(value, f"key '{name}' budget")
+    except ValueError as exc:
+        if (name, repr(value)) not in _warned_budgets:
+            from switchboard.observability import logger
+
+            _warned_budgets.add((name, repr(value)))
+            logger.warning("stored key budget ignored", extra={"key_name": name, "problem": str(exc)})
+        return None
+
+
+def _set_or_drop(entry: dict, name: str, value: object) -> None:
+    if value is None:
+        entry.pop(name, None)
+    else:
+        entry[name] = value
 
 
 def _limit(value: object) -> int | None:
@@ -268,7 +297,7 @@ class SecretsAdmin:
         self.sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
 
     def create_key(self, name: str, admin: bool = False, rpm: int | None = None, concurrent: int | None = None,
-                   gateway: bool | None = None) -> str:
+                   gateway: bool | None = None, budget: Budget | None = None) -> str:
         """A new key; only its hash is stored, so this is the one time it can be seen.
 
         An admin key is admin-only unless `gateway` is set too; any other key is a gateway key.
@@ -282,15 +311,48 @@ class SecretsAdmin:
                  "gateway": (not admin) if gateway is None else gateway,
                  "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         entry.update({k: v for k, v in (("rpm", rpm), ("concurrent", concurrent)) if v is not None})
+        if budget is not None:
+            entry["budget"] = budget.to_json()
         keys.append(entry)
         self._write(self.gateway_keys_secret, value)
         return key
+
+    def update_key(self, name: str, changes: dict[str, object]) -> dict:
+        """Change a key's limits: `rpm`, `concurrent` and the budget's fields (`daily_usd`, `monthly_usd`,
+        `soft_percent`, `on_exceeded`); a value of None removes the field. Returns the entry as stored.
+
+        The new budget is checked before anything is written (ValueError), and one left with no limit
+        is removed whole.
+        """
+        value = self._read(self.gateway_keys_secret)
+        entry = next((k for k in value.get("keys", []) if isinstance(k, dict) and k.get("name") == name), None)
+        if entry is None:
+            raise LookupError(name)
+        for field_name in ("rpm", "concurrent"):
+            if field_name in changes:
+                _set_or_drop(entry, field_name, changes[field_name])
+        budget = dict(entry.get("budget") or {})
+        for field_name in BUDGET_FIELDS & set(changes):
+            _set_or_drop(budget, field_name, changes[field_name])
+        if budget.get("daily_usd") is None and budget.get("monthly_usd") is None:
+            if any(field_name in changes for field_name in ("soft_percent", "on_exceeded")):
+                raise ValueError("a budget needs a daily or monthly limit (--daily-budget-usd, --monthly-budget-usd)")
+            entry.pop("budget", None)
+        else:
+            entry["budget"] = parse_budget(budget, "budget").to_json()
+        self._write(self.gateway_keys_secret, value)
+        return entry
 
     def list_keys(self) -> list[dict]:
         keys = self._read(self.gateway_keys_secret).get("keys", [])
         return [{"name": k.get("name"), "admin": bool(k.get("admin")),
                  "gateway": bool(k.get("gateway", not k.get("admin"))), "created_at": k.get("created_at"),
-                 "rpm": k.get("rpm"), "concurrent": k.get("concurrent")} for k in keys if isinstance(k, dict)]
+                 "rpm": k.get("rpm"), "concurrent": k.get("concurrent"), "budget": k.get("budget")}
+                for k in keys if isinstance(k, dict)]
+
+    def stored_keys(self) -> list[StoredKey]:
+        """The keys as the gateway parses them (budgets included), for reports."""
+        return parse_gateway_keys(self._read(self.gateway_keys_secret))
 
     def revoke_key(self, name: str) -> bool:
         value = self._read(self.gateway_keys_secret)

@@ -119,7 +119,8 @@ def test_iam_is_limited_to_the_stacks_own_table_and_secrets():
         if any(a.startswith("secretsmanager:") for a in actions):
             assert actions == ["secretsmanager:GetSecretValue"]
         if any(a.startswith("dynamodb:") for a in actions):
-            assert set(actions) <= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}
+            assert set(actions) <= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query",
+                                    "dynamodb:BatchGetItem"}  # BatchGetItem: the budget check reads its counters
             assert not {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:DeleteTable"} & set(actions)
     assert not any(isinstance(p, str) for p in FUNCTION["Policies"]), "no managed policies"
 
@@ -147,6 +148,32 @@ def test_log_group_and_alarms():
     assert metric_names == {"Errors", "Calls"}
     # The alarms read what the recorder emits: namespace and service name as the function sets them.
     assert ENV["POWERTOOLS_METRICS_NAMESPACE"] == ttft["Namespace"]
+
+
+def test_budget_alarms_read_the_metrics_the_budget_tracker_emits():
+    source = "".join((ROOT / "handler/switchboard" / name).read_text() for name in ("budgets.py", "observability.py"))
+    for alarm, metric in (("BudgetSoftThresholdAlarm", "BudgetSoftThreshold"),
+                          ("BudgetExceededAlarm", "BudgetExceeded")):
+        properties = RESOURCES[alarm]["Properties"]
+        assert properties["MetricName"] == metric and f'"{metric}"' in source
+        assert properties["Namespace"] == ENV["POWERTOOLS_METRICS_NAMESPACE"]
+        assert properties["Threshold"] == 0 and properties["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_cloudwatch_dashboard_draws_calls_errors_ttft_and_cost_by_model():
+    import json
+
+    body_template, _variables = RESOURCES["GatewayDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    values = {"AWS::Region": "us-east-1", "Service": "switchboard-dev", "ErrorRateAlarm.Arn": "arn:a1",
+              "TtftP95Alarm.Arn": "arn:a2", "BudgetSoftThresholdAlarm.Arn": "arn:a3",
+              "BudgetExceededAlarm.Arn": "arn:a4"}
+    body = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], body_template))
+    text = json.dumps(body)
+    for metric in ("Calls", "Errors", "TTFT", "CostUSD"):
+        assert metric in text
+    assert '"p50"' in text and '"p95"' in text and "{switchboard,model,provider,service}" in text
+    [alarms] = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert len(alarms["properties"]["alarms"]) == 4
 
 
 def _bedrock_grant(bedrock_model_arns: list[str]) -> dict | None:

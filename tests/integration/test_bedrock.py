@@ -152,7 +152,7 @@ def test_a_non_streamed_completion(gateway):
 
 
 def test_a_non_streamed_completion_keeps_bedrock_latency_off_the_wire(gateway):
-    """NEEDS THE LEAD: relay.complete must take `x_bedrock_latency_ms` off the completion (into the record)."""
+    """Bedrock's own latency figure goes to the record, not to the client."""
     response = post(gateway, stream=False)
     assert response.status_code == 200 and bedrock.LATENCY_KEY not in response.json()
     assert gateway.records[-1].upstream_latency_ms is not None
@@ -177,7 +177,7 @@ def test_the_call_is_priced_from_the_catalog(gateway):
 
 
 def test_bedrock_latency_lands_on_the_record(gateway):
-    """NEEDS THE LEAD: the relay copies the usage chunk's `x_bedrock_latency_ms` to upstream_latency_ms."""
+    """The usage chunk's Bedrock latency (metrics.latencyMs) lands on the record as upstream_latency_ms."""
     post(gateway, simulator={"tokens": 3, "gap_ms": 30})
     record = gateway.records[-1]
     assert record.upstream_latency_ms is not None and 50 <= record.upstream_latency_ms <= record.total_ms

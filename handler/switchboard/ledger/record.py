@@ -46,6 +46,8 @@ class CallRecord:
     tool_calls: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     buffer_words: bool = False
+    budget_downgraded: bool = False  # over a budget whose on_exceeded names a model: answered on that model
+    prompt_version: str | None = None  # short hash of the instructions and tool definitions (request.py)
     trace: dict[str, Any] | None = None
 
     @property

@@ -2,7 +2,8 @@
 
 It finishes the record (timings, cost), emits the call's metrics, and writes it to DynamoDB within a
 short budget. If the write fails or runs over, the whole record goes to the structured log instead,
-so nothing is lost, and the response carries on either way.
+so nothing is lost, and the response carries on either way. Beside the write, the priced cost is
+added to the call's spend budgets (budgets.py), within the same budget of time.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class Recorder:
 
     def __init__(self, store: CallStore | None, prices: PriceCatalog, *, write_budget_s: float = 0.5,
                  emit_metrics: bool = False, observers: Iterable[Callable[[CallRecord], None]] = (),
-                 release: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 release: Callable[[str], Awaitable[None]] | None = None,
+                 spend: Callable[[CallRecord], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.release = release  # the rate limiter's slot, freed alongside the write
+        self.spend = spend  # the budget tracker's counting, once the record is priced
         self.prices = prices
         self.write_budget_s = write_budget_s
         self.emit_metrics = emit_metrics
@@ -40,8 +43,10 @@ class Recorder:
 
     async def __call__(self, record: CallRecord, clock: CallClock) -> None:
         release = asyncio.ensure_future(self._release(record.request_id)) if self.release else None
+        spend: asyncio.Future | None = None
         try:
             self._finish(record, clock)
+            spend = asyncio.ensure_future(self._spend(record)) if self.spend else None
             self._observe(record)
             if self.emit_metrics:
                 emit_metrics(record)
@@ -54,6 +59,22 @@ class Recorder:
         finally:
             if release is not None:
                 await asyncio.shield(release)  # even when cancelled, the slot is freed
+            if spend is not None:
+                await self._await_spend(spend, record)
+
+    async def _spend(self, record: CallRecord) -> None:
+        try:
+            await self.spend(record)  # type: ignore[misc]
+        except Exception as exc:
+            logger.warning("budget spend not counted", extra={**call_fields(record), "cost_usd": record.cost_usd,
+                                                               "error_type": type(exc).__name__})
+
+    async def _await_spend(self, spend: asyncio.Future, record: CallRecord) -> None:
+        """Counted before the stream closes (Lambda may freeze the process then), within the write budget."""
+        done, _ = await asyncio.wait({asyncio.shield(spend)}, timeout=self.write_budget_s)
+        if not done:
+            logger.warning("budget spend not counted in time; it lands late", extra={
+                **call_fields(record), "cost_usd": record.cost_usd})
 
     async def _release(self, request_id: str) -> None:
         try:

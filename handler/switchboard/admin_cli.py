@@ -308,9 +308,11 @@ PARTIAL_COST_NOTE = "* some calls have no price (model not in the price list): t
 
 @guarded
 def usage(args: argparse.Namespace) -> int:
-    from switchboard.ledger.usage import report
+    from switchboard.ledger.usage import usage_report
 
-    result = report(resolve_target(args).calls().rollups(args.task_id, args.since, args.until))
+    # The same report as GET /v1/usage and the dashboard: exact figures from the calls when they are few.
+    result = usage_report(resolve_target(args).calls(), task_id=args.task_id,
+                          environment=getattr(args, "environment", None), since=args.since, until=args.until)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -629,8 +631,9 @@ def _register_providers(commands: argparse._SubParsersAction, common: argparse.A
 
 def _register_usage(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("usage", parents=[common],
-                                 help="calls, tokens, cost and TTFT per model (whole UTC days)")
+                                 help="calls, tokens, cost and TTFT per model (as GET /v1/usage and the dashboard)")
     parser.add_argument("--task-id", help="only this task (default: all tasks)")
+    parser.add_argument("--environment", help="only calls with this x-inference-environment")
     parser.add_argument("--since", type=timestamp, help="from this day (ISO-8601 or epoch seconds)")
     parser.add_argument("--until", type=timestamp, help="to this day, inclusive")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

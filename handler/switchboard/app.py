@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from switchboard.dashboard import install_dashboard
 from switchboard.gateway import Gateway
 from switchboard.protocol import GatewayError, dumps, error_body, error_type_for
 from switchboard.settings import Settings
@@ -117,16 +118,34 @@ def create_app(settings: Settings | None = None, gateway: Gateway | None = None)
         return {"object": "list", "data": [public_record(item) for item in found]}
 
     @app.get("/v1/usage")
-    async def usage(request: Request, task_id: str | None = None, since: str | None = None,
-                    until: str | None = None) -> dict:
-        from switchboard.ledger.usage import report
+    async def usage(request: Request, task_id: str | None = None, environment: str | None = None,
+                    since: str | None = None, until: str | None = None, group_by: str | None = None) -> dict:
+        from switchboard.ledger.usage import parse_group_by, usage_report
 
         gateway = _gateway(request)
         await gateway.authenticate_admin(request)
         store = gateway.require_store()
-        rollups = await asyncio.to_thread(store.rollups, task_id, _time(since, "since"), _time(until, "until"))
-        return {"object": "usage", "task_id": task_id, "since": since, "until": until,
-                "granularity": "day (UTC)", **report(rollups)}
+        try:
+            groups = parse_group_by(group_by)
+        except ValueError as exc:
+            raise GatewayError(400, f"{exc}.", param="group_by", code="invalid_parameter") from None
+        found = await asyncio.to_thread(usage_report, store, task_id=task_id, environment=environment,
+                                        since=_time(since, "since"), until=_time(until, "until"), group_by=groups)
+        return {"object": "usage", "task_id": task_id, "environment": environment, "since": since, "until": until,
+                **found}
+
+    @app.get("/v1/budgets")
+    async def budgets(request: Request) -> dict:
+        """Each budget with its spend, what remains and when its period ends (admin keys only)."""
+        from switchboard.budgets import budgets_report
+
+        gateway = _gateway(request)
+        await gateway.authenticate_admin(request)
+        if gateway.secrets is not None:
+            await gateway.secrets.ensure_fresh(provider_keys=False)  # key budgets live on the stored keys
+        return await asyncio.to_thread(budgets_report, gateway)
+
+    install_dashboard(app)
 
     _install_error_handlers(app)
     return SwitchboardApp(app)

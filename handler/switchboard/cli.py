@@ -77,6 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
         print("switchboard: no gateway keys in SWITCHBOARD_API_KEYS; chat and models answer only keys made "
               "with `switchboard keys create`", file=sys.stderr)
     print(f"switchboard: serving on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    print(f"switchboard: dashboard on http://{args.host}:{args.port}/dashboard (sign in with an admin key: "
+          "SWITCHBOARD_ADMIN_KEYS, or one made with `switchboard keys create NAME --admin`)", file=sys.stderr)
 
     from switchboard.app import create_app
     from switchboard.serving import uvicorn_options

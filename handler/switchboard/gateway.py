@@ -19,7 +19,7 @@ from switchboard.attempts import settle
 from switchboard.auth import Identity, KeyStore
 from switchboard.budgets import BudgetCheck, BudgetTracker, Scope, Verdict
 from switchboard.framing import Framer, ResponsesFramer
-from switchboard.ledger.record import CallClock, CallRecord
+from switchboard.ledger.record import UNAUTHENTICATED_TASK, CallClock, CallRecord
 from switchboard.ledger.store import CallStore
 from switchboard.policy import CallPlan, plan, task_budgets
 from switchboard.protocol import GatewayError
@@ -34,7 +34,6 @@ from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
 ProviderKeys = Callable[[str], "str | None"]
-UNAUTHENTICATED_TASK = "unauthenticated"  # the task of every record whose caller had no valid gateway key
 
 
 class Gateway:

@@ -7,9 +7,11 @@ tolerated and forwarded: OpenAI-compatible hosts grow new ones faster than any g
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from switchboard.protocol import GatewayError
 
@@ -34,6 +36,42 @@ class ChatRequest:
     @property
     def conversation_id(self) -> str | None:
         return self.metadata.get("conversation-id") or self.metadata.get("conversation_id")
+
+    @cached_property
+    def prompt_version(self) -> str | None:
+        """The prompt's version (see `prompt_version`), hashed on first read so a caller can read it after the
+        first token has gone out: a long system prompt takes tens of microseconds to hash."""
+        return prompt_version(self.body.get("messages"), self.body.get("tools"))
+
+
+INSTRUCTION_ROLES = frozenset({"system", "developer"})
+PROMPT_VERSION_CHARS = 12
+
+
+def prompt_version(messages: object, tools: object) -> str | None:
+    """A short, stable hash of the instructions (system and developer messages) and the tool definitions:
+    the first 12 hex characters of the SHA-256 of their canonical JSON. None when there are neither.
+
+    It tracks what the model is told, not how the client spelled it: system and developer are one kind,
+    text parts count as their text (so Anthropic-style `cache_control` on a part changes nothing), and
+    Responses `instructions` arrive here already as a system message, so both APIs agree on a version.
+    """
+    instructions = [_instruction_text(m.get("content")) for m in messages or ()
+                    if isinstance(m, dict) and m.get("role") in INSTRUCTION_ROLES]
+    definitions = [t.get("function") for t in tools or () if isinstance(t, dict)]
+    if not instructions and not definitions:
+        return None
+    canonical = json.dumps({"instructions": instructions, "tools": definitions}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:PROMPT_VERSION_CHARS]
+
+
+def _instruction_text(content: object) -> object:
+    """A string for text, whether sent as one string or as text parts; any other part as it was sent."""
+    if not isinstance(content, list):
+        return content
+    parts = [part.get("text") if part.get("type") == "text" else part for part in content if isinstance(part, dict)]
+    return "".join(parts) if all(isinstance(part, str) for part in parts) else parts
 
 
 def _no_constants(name: str) -> None:

@@ -70,6 +70,9 @@ def test_built_package_fits_the_size_budget(arch, tmp_path, host_build):
     print(f"\n{arch}: function {size_of(function) / 1e6:.2f} MB + layer {size_of(layer) / 1e6:.2f} MB "
           f"= {total / 1e6:.2f} MB unzipped (budget {SIZE_BUDGET_BYTES / 1e6:.0f} MB)")
     assert total <= SIZE_BUDGET_BYTES
+    # The operator's page ships in the function: the page and its vendored chart library.
+    assert (function / "switchboard/dashboard/index.html").exists()
+    assert (function / "switchboard/dashboard/vendor/chart.umd.min.js").exists()
     assert (function / "run.sh").exists() and (function / "switchboard" / "app.py").exists()
     installed = {p.name.split("-")[0].lower() for p in layer.glob("*.dist-info")}
     assert {"fastapi", "uvicorn", "httptools", "mangum", "aws_lambda_powertools"} <= installed

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DISCONNECTED = "client_disconnected"
+UNAUTHENTICATED_TASK = "unauthenticated"  # the task of every record whose caller had no valid gateway key
 
 
 @dataclass

@@ -8,8 +8,10 @@ Access patterns, none of them a scan:
   * calls of a conversation: index by-conversation, gsi1pk = CONV#<conversation-id>
   * all calls of a day, newest first: index by-day, gsi2pk = DAY#<yyyy-mm-dd>
   * one call by request id: index by-request, request_id
-  * per-task, per-day, per-model rollups: pk = ROLLUP#<task> (ROLLUP#* for all tasks together),
-    sk = DAY#<yyyy-mm-dd>#<provider/model>, kept with atomic ADD updates
+  * per-task, per-day, per-model rollups: pk = ROLLUP#<task>, sk = DAY#<day>#<provider/model>[#ENV#<env>];
+    all tasks together in pk = ROLLUP#*, with sk = DAY#<day>#<provider/model>#TASK#<task>[#ENV#<env>] and
+    DAY#<day>#PROMPT#<version>#TASK#<task>[#ENV#<env>], plus VERSION#<version> (first seen); atomic ADDs
+  * budget counters: pk = BUDGET#task#<task> | BUDGET#key#<name>, sk = DAY#<yyyy-mm-dd> | MONTH#<yyyy-mm>
 """
 
 from __future__ import annotations

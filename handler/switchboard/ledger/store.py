@@ -2,25 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from switchboard.ledger import schema
-from switchboard.ledger.record import CallRecord
+from switchboard.ledger.record import UNAUTHENTICATED_TASK, CallRecord
 
 MAX_LIMIT = 1000
+MAX_ROLLUP_ITEMS = 50_000  # a day holds one per task, environment and model (or prompt version) seen that day
 MAX_DAYS_WITHOUT_TASK = 31  # one query per day: a bounded walk
 TABLE_KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})
 RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 # What an item lacking a field held: the store leaves empty lists and maps out, and every record
 # written before `api` existed was a Chat Completions call. Any other missing field is unknown: null.
 MISSING_MEANS = {"attempts": list, "tool_calls": list, "metadata": dict, "api": lambda: "chat"}
+# What a usage report reads of each call when it counts the calls themselves.
+USAGE_FIELDS = ("started_at", "task_id", "environment", "provider", "model", "status", "outcome", "prompt_tokens",
+                "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",
+                "ttft_ms", "prompt_version")
+MAX_VERSIONS_REMEMBERED = 10_000  # prompt versions whose first-seen item this process has written
+
+
+@dataclass(frozen=True)
+class RollupUpdate:
+    """One aggregate item's update: counters to ADD, labels to SET, and labels set only on its first write."""
+
+    pk: str
+    sk: str
+    adds: dict[str, Any]
+    sets: dict[str, Any]
+    set_if_absent: dict[str, Any] = field(default_factory=dict)
+    seen: str | None = None  # the prompt version this update records as seen, once it has landed
 
 
 def iso(epoch: float) -> str:
@@ -67,6 +86,7 @@ class CallStore:
         self.table = table_name
         self.retention_days = retention_days
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="ledger")
+        self._versions_seen: set[str] = set()
 
     @property
     def db(self) -> Any:
@@ -81,7 +101,7 @@ class CallStore:
     # -- writing ---------------------------------------------------------------------------------
 
     def put(self, record: CallRecord) -> None:
-        """The call item and both rollups, written in parallel; raises if any write failed."""
+        """The call item and its rollups, written in parallel; raises if any write failed."""
         for future in self._submit(record):
             future.result()
 
@@ -94,9 +114,10 @@ class CallStore:
         return futures[0], futures[1:]
 
     def _submit(self, record: CallRecord) -> list[Future]:
-        tasks = {record.task_id, schema.ALL_TASKS}
+        if record.task_id == UNAUTHENTICATED_TASK:  # refused before authentication: one write, no rollups
+            return [self._pool.submit(self._put_call, record)]
         return [self._pool.submit(self._put_call, record)] + [
-            self._pool.submit(self._add_rollup, record, task) for task in tasks]
+            self._pool.submit(self._apply, update) for update in self.rollup_updates(record)]
 
     def _put_call(self, record: CallRecord) -> None:
         self.db.put_item(TableName=self.table, Item=self._marshal(self.call_item(record)))
@@ -112,36 +133,48 @@ class CallStore:
             item[schema.TTL_ATTRIBUTE] = int(record.started_at + self.retention_days * 86400)
         return item
 
-    def _add_rollup(self, record: CallRecord, task_id: str) -> None:
-        model = f"{record.provider or 'none'}/{record.model or 'none'}"
+    def rollup_updates(self, record: CallRecord) -> list[RollupUpdate]:
+        """Every aggregate one call adds to, kept with atomic ADDs so any number of instances can count:
+
+        * its task's model rollup: ROLLUP#<task>, DAY#<day>#<provider/model>[#ENV#<environment>];
+        * the all-tasks model rollup: ROLLUP#*, DAY#<day>#<provider/model>#TASK#<task>[#ENV#<environment>];
+        * the all-tasks prompt rollup: ROLLUP#*, DAY#<day>#PROMPT#<version>#TASK#<task>[#ENV#<environment>];
+        * the first time this process sees a prompt version, its first-seen item: ROLLUP#*, VERSION#<version>.
+
+        Task and environment are in the all-tasks keys, so one partition answers any grouping or filter.
+        """
         day = day_of(record.started_at)
-        adds: dict[str, Any] = {
-            "calls": 1, "errors": int(record.is_error),
-            "prompt_tokens": record.prompt_tokens or 0, "completion_tokens": record.completion_tokens or 0,
-            "cached_tokens": record.cached_tokens or 0, "cache_write_tokens": record.cache_write_tokens or 0,
-            "reasoning_tokens": record.reasoning_tokens or 0,
-        }
-        if record.cost_usd is not None:
-            adds["cost_usd"] = record.cost_usd
-        elif record.status < 400:
-            adds["unpriced_calls"] = 1
-        if record.ttft_ms is not None:
-            adds.update({"ttft_sum_ms": record.ttft_ms, "ttft_count": 1,
-                         f"h{schema.bucket_index(record.ttft_ms)}": 1})
-        sets = {"task_id": task_id, "day": day, "provider": record.provider or "none",
-                "model": record.model or "none"}
-        names, values, add_parts, set_parts = {}, {}, [], []
-        for i, (name, value) in enumerate(adds.items()):
-            names[f"#a{i}"], values[f":a{i}"] = name, value
-            add_parts.append(f"#a{i} :a{i}")
-        for i, (name, value) in enumerate(sets.items()):
-            names[f"#s{i}"], values[f":s{i}"] = name, value
-            set_parts.append(f"#s{i} = :s{i}")
-        self.db.update_item(
-            TableName=self.table,
-            Key=self._marshal({"pk": schema.rollup_pk(task_id), "sk": f"DAY#{day}#{model}"}),
-            UpdateExpression="ADD " + ", ".join(add_parts) + " SET " + ", ".join(set_parts),
-            ExpressionAttributeNames=names, ExpressionAttributeValues=self._marshal(values))
+        model = f"{record.provider or 'none'}/{record.model or 'none'}"
+        version = record.prompt_version
+        counters = _rollup_counters(record)
+        labels: dict[str, Any] = {"task_id": record.task_id, "day": day}
+        if record.environment is not None:
+            labels["environment"] = record.environment
+        model_labels = {**labels, "provider": record.provider or "none", "model": record.model or "none"}
+        first_seen = {"first_seen": record.started_at}
+        everyone = schema.rollup_pk(schema.ALL_TASKS)
+        where = _rollup_sk_suffix(record.task_id, record.environment)
+        updates = []
+        if record.task_id != schema.ALL_TASKS:  # a task literally named "*" has only the all-tasks items
+            updates.append(RollupUpdate(schema.rollup_pk(record.task_id), _model_rollup_sk(day, model)
+                                        + _rollup_sk_suffix(None, record.environment), counters, model_labels))
+        updates.append(RollupUpdate(everyone, _model_rollup_sk(day, model) + where, counters, model_labels))
+        updates.append(RollupUpdate(everyone, _prompt_rollup_sk(day, version) + where, counters,
+                                    {**labels, "prompt_version": version or "none"}, first_seen))
+        if version is not None and version not in self._versions_seen:
+            updates.append(RollupUpdate(everyone, _version_sk(version), {}, {"prompt_version": version},
+                                        first_seen, seen=version))
+        return updates
+
+    def _apply(self, update: RollupUpdate) -> None:
+        expression, names, values = _update_expression(update)
+        self.db.update_item(TableName=self.table, Key=self._marshal({"pk": update.pk, "sk": update.sk}),
+                            UpdateExpression=expression, ExpressionAttributeNames=names,
+                            ExpressionAttributeValues=self._marshal(values))
+        if update.seen is not None:  # landed: no need to write it again from this process
+            if len(self._versions_seen) >= MAX_VERSIONS_REMEMBERED:
+                self._versions_seen.clear()
+            self._versions_seen.add(update.seen)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -187,12 +220,57 @@ class CallStore:
         return items[0] if items else None
 
     def rollups(self, task_id: str | None, since: float | None, until: float | None) -> list[dict[str, Any]]:
+        """The per-model rollups of the UTC days from `since` to `until`, for one task or for all."""
+        return [item for item in self.rollup_items(task_id, since, until) if not is_prompt_rollup(item)]
+
+    def rollup_items(self, task_id: str | None, since: float | None, until: float | None) -> list[dict[str, Any]]:
+        """Every rollup item of those days in one query: per model and, for all tasks, per prompt version."""
         low = day_of(since) if since is not None else "0000"
         high = day_of(until) if until is not None else "9999"
-        return self._query(MAX_LIMIT * 10, KeyConditionExpression="pk = :p AND sk BETWEEN :lo AND :hi",
+        return self._query(MAX_ROLLUP_ITEMS, KeyConditionExpression="pk = :p AND sk BETWEEN :lo AND :hi",
                            ExpressionAttributeValues=self._marshal({
                                ":p": schema.rollup_pk(task_id or schema.ALL_TASKS), ":lo": f"DAY#{low}",
                                ":hi": f"DAY#{high}#~"}))
+
+    def first_seen(self, versions: list[str]) -> dict[str, float]:
+        """When each prompt version was first recorded, from the versions' own items (one read per 100)."""
+        found: dict[str, float] = {}
+        for start in range(0, len(versions), 100):
+            keys = [self._marshal({"pk": schema.rollup_pk(schema.ALL_TASKS), "sk": _version_sk(version)})
+                    for version in versions[start:start + 100]]
+            for _ in range(5):  # unprocessed keys come back under load: ask again, a few times
+                answer = self.db.batch_get_item(RequestItems={self.table: {"Keys": keys}})
+                for item in answer.get("Responses", {}).get(self.table, []):
+                    plain = self._unmarshal(item)
+                    found[plain["prompt_version"]] = plain["first_seen"]
+                keys = answer.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                if not keys:
+                    break
+        return found
+
+    def usage_calls(self, task_id: str | None, since: float | None, until: float | None, days: list[str],
+                    limit: int) -> list[dict[str, Any]] | None:
+        """The fields a usage report needs from each call in the range (of `days`, when no task is given), or
+        None when there are more than `limit`: the caller then reports from the rollups instead."""
+        low = iso(since) if since is not None else "0"
+        high = iso(until) if until is not None else "~"
+        projection = {f"#u{i}": name for i, name in enumerate(USAGE_FIELDS)}
+        shape = {"ProjectionExpression": ", ".join(projection), "ExpressionAttributeNames": projection}
+        if task_id:
+            queries = [{"KeyConditionExpression": "pk = :p AND sk BETWEEN :lo AND :hi", **shape,
+                        "ExpressionAttributeValues": self._marshal({
+                            ":p": schema.task_pk(task_id), ":lo": f"CALL#{low}", ":hi": f"CALL#{high}~"})}]
+        else:
+            queries = [{"IndexName": schema.DAY_INDEX, **shape,
+                        "KeyConditionExpression": "gsi2pk = :p AND gsi2sk BETWEEN :lo AND :hi",
+                        "ExpressionAttributeValues": self._marshal({":p": f"DAY#{day}", ":lo": low,
+                                                                    ":hi": high + "~"})} for day in days]
+        found: list[dict[str, Any]] = []
+        for query in queries:
+            found += self._query(limit + 1 - len(found), **query)
+            if len(found) > limit:
+                return None
+        return found
 
     def _query(self, limit: int, **query: Any) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -215,6 +293,71 @@ class CallStore:
     def _unmarshal(self, item: dict[str, Any]) -> dict[str, Any]:
         deserialize = _deserializer().deserialize
         return {k: _plain(deserialize(v)) for k, v in item.items()}
+
+
+def _update_expression(update: RollupUpdate) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """`ADD counters SET labels, first = if_not_exists(first, value)`, every name and value a placeholder."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    clauses: dict[str, list[str]] = {"a": [], "s": [], "f": []}
+    for kind, fields_ in (("a", update.adds), ("s", update.sets), ("f", update.set_if_absent)):
+        for i, (name, value) in enumerate(fields_.items()):
+            names[f"#{kind}{i}"], values[f":{kind}{i}"] = name, value
+            clauses[kind].append({"a": f"#a{i} :a{i}", "s": f"#s{i} = :s{i}",
+                                  "f": f"#f{i} = if_not_exists(#f{i}, :f{i})"}[kind])
+    expression = ("ADD " + ", ".join(clauses["a"]) + " " if clauses["a"] else "") + "SET " + ", ".join(
+        clauses["s"] + clauses["f"])
+    return expression, names, values
+
+
+# Rollup item keys. Labels are escaped, so no task, environment or model name can pass for another's key, and
+# a long one is replaced by its hash ("%%" never appears in an escaped label), so a key stays under 1 KB.
+MAX_KEY_PART_BYTES = 256
+
+
+def _key_part(label: str) -> str:
+    escaped = label.replace("%", "%25").replace("#", "%23")
+    if len(escaped.encode("utf-8", "surrogatepass")) <= MAX_KEY_PART_BYTES:
+        return escaped
+    return "%%" + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _model_rollup_sk(day: str, model: str) -> str:
+    return f"DAY#{day}#{_key_part(model)}"
+
+
+def _prompt_rollup_sk(day: str, version: str | None) -> str:
+    """Beside the day's model rollups (a model key always holds a "/"), so one query reads both."""
+    return f"DAY#{day}#PROMPT#{version or 'none'}"
+
+
+def is_prompt_rollup(item: dict[str, Any]) -> bool:
+    return "prompt_version" in item
+
+
+def _rollup_sk_suffix(task_id: str | None, environment: str | None) -> str:
+    return (f"#TASK#{_key_part(task_id)}" if task_id is not None else "") + (
+        f"#ENV#{_key_part(environment)}" if environment is not None else "")
+
+
+def _version_sk(version: str) -> str:
+    return f"VERSION#{version}"
+
+
+def _rollup_counters(record: CallRecord) -> dict[str, Any]:
+    adds: dict[str, Any] = {
+        "calls": 1, "errors": int(record.is_error),
+        "prompt_tokens": record.prompt_tokens or 0, "completion_tokens": record.completion_tokens or 0,
+        "cached_tokens": record.cached_tokens or 0, "cache_write_tokens": record.cache_write_tokens or 0,
+        "reasoning_tokens": record.reasoning_tokens or 0,
+    }
+    if record.cost_usd is not None:
+        adds["cost_usd"] = record.cost_usd
+    elif record.status < 400:
+        adds["unpriced_calls"] = 1
+    if record.ttft_ms is not None:
+        adds.update({"ttft_sum_ms": record.ttft_ms, "ttft_count": 1, f"h{schema.bucket_index(record.ttft_ms)}": 1})
+    return adds
 
 
 def _dynamo_number(text: str) -> Decimal | None:

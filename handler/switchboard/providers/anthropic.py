@@ -17,10 +17,14 @@ from switchboard.providers.base import (
     Chunk,
     UpstreamError,
     UpstreamRequest,
+    chat_usage,
     in_stream_error,
+    is_number,
     read_body,
     read_events,
     send,
+    token_count,
+    tool_arguments,
 )
 from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
@@ -61,9 +65,9 @@ def messages_request(body: dict, model: str, settings: Settings, stream: bool) -
     if stop:
         payload["stop_sequences"] = stop
     temperature = body.get("temperature")
-    if _is_number(temperature):
+    if is_number(temperature):
         payload["temperature"] = min(float(temperature), 1.0)  # Anthropic's range is 0..1, OpenAI's 0..2
-    if _is_number(body.get("top_p")):
+    if is_number(body.get("top_p")):
         payload["top_p"] = body["top_p"]
     if isinstance(body.get("user"), str) and body["user"]:
         payload["metadata"] = {"user_id": body["user"]}
@@ -143,18 +147,10 @@ def _assistant_blocks(message: dict) -> list[dict]:
             continue
         blocks.append({"type": "tool_use", "id": str(call.get("id") or ""),
                        "name": str(function.get("name") or ""),
-                       "input": _parse_arguments(function.get("arguments"))})
+                       "input": tool_arguments(function.get("arguments"))})
     return blocks
 
 
-def _parse_arguments(arguments: object) -> dict:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _append_tool_result(out: list[dict], message: dict) -> None:
@@ -229,8 +225,6 @@ def _max_tokens(body: dict, settings: Settings) -> int:
     return settings.anthropic_default_max_tokens  # Anthropic requires a limit; OpenAI does not
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --- response: Anthropic -> OpenAI ---------------------------------------------------------------
@@ -242,17 +236,10 @@ def finish_reason(stop_reason: object) -> str:
 
 def openai_usage(usage: dict) -> dict:
     """Anthropic counts cached input apart from `input_tokens`; OpenAI's prompt_tokens includes it."""
-    cache_read = _count(usage, "cache_read_input_tokens")
-    cache_creation = _count(usage, "cache_creation_input_tokens")
-    prompt = _count(usage, "input_tokens") + cache_read + cache_creation
-    completion = _count(usage, "output_tokens")
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_creation}}
+    return chat_usage(token_count(usage, "input_tokens"), token_count(usage, "output_tokens"),
+                      token_count(usage, "cache_read_input_tokens"), token_count(usage, "cache_creation_input_tokens"))
 
 
-def _count(usage: dict, name: str) -> int:
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _dict(value: object) -> dict:

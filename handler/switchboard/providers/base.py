@@ -16,6 +16,8 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
+from yarl import URL
+
 from switchboard.protocol import EventTooLarge, GatewayError, SSEDecoder
 from switchboard.providers import transport
 from switchboard.providers.transport import UpstreamClient, UpstreamResponse
@@ -59,10 +61,11 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return text
 
 
-async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) -> UpstreamResponse:
-    """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
+async def post(client: UpstreamClient, url: str | URL, headers: dict[str, str], body: bytes,
+               provider: str) -> UpstreamResponse:
+    """POST and return the response whatever its status; a failure of the hop itself raises UpstreamError."""
     try:
-        response = await client.post(request.url, request.headers, request.body)
+        return await client.post(url, headers, body)
     except transport.Timeout:
         raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
     except transport.ConnectFailed as exc:
@@ -71,6 +74,11 @@ async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) 
     except transport.TransportError as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken response ({exc}).",
                             kind="protocol_error") from None
+
+
+async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) -> UpstreamResponse:
+    """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
+    response = await post(client, request.url, request.headers, request.body, provider)
     if response.status >= 300:
         try:
             raw = await response.read(transport.MAX_ERROR_BODY)
@@ -152,6 +160,38 @@ def in_stream_error(provider: str, parsed: dict, error: object, secrets: Iterabl
     return UpstreamError(502, message, kind="stream_error", upstream_status=status)
 
 
+# --- shapes every translating adapter (Anthropic, Bedrock) shares --------------------------------------------
+
+
+def chat_usage(uncached_input: int, output: int, cache_read: int, cache_write: int) -> dict:
+    """OpenAI's usage from a provider that counts cache reads and writes apart from the rest of the input:
+    OpenAI's prompt_tokens includes both (the ledger and the price catalog follow that convention)."""
+    prompt = uncached_input + cache_read + cache_write
+    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
+            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_write}}
+
+
+def token_count(usage: dict, name: str) -> int:
+    """A count from an upstream's usage object; anything but a whole number from 0 up reads as 0."""
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def tool_arguments(arguments: object) -> dict:
+    """An OpenAI tool call's `arguments` (a JSON string) as the object providers with native tool input want."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments) if isinstance(arguments, str) else None
+    except (ValueError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def error_text(error: object) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("type") or "error")[:1000]
@@ -170,13 +210,15 @@ async def read_events(response: UpstreamResponse, provider: str, is_last: Callab
     the connection, and the next call would pay for a new one, a TLS handshake included.
     """
     decoder = SSEDecoder()
+    body = response.chunks()
     try:
-        async for data in response.chunks():
+        async for data in body:
             events = decoder.feed(data)
             if not events:
                 continue
             yield events
             if is_last is not None and is_last(*events[-1]):
+                await body.aclose()  # closed now: left to the GC, its finalizer costs a loop wake-up per call
                 await response.drain()
                 return
     except transport.Timeout:
@@ -187,6 +229,8 @@ async def read_events(response: UpstreamResponse, provider: str, is_last: Callab
                             kind="stream_error") from None
     except EventTooLarge as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent {exc}.", kind="stream_error") from None
+    finally:
+        await body.aclose()
     if decoder.pending:
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
                             kind="stream_error")

@@ -31,7 +31,17 @@ from yarl import URL
 
 from switchboard.protocol import GatewayError, dumps
 from switchboard.providers import transport
-from switchboard.providers.base import Chunk, UpstreamError, read_body, scrub
+from switchboard.providers.base import (
+    Chunk,
+    UpstreamError,
+    chat_usage,
+    is_number,
+    post,
+    read_body,
+    scrub,
+    token_count,
+    tool_arguments,
+)
 from switchboard.providers.transport import UpstreamClient, UpstreamResponse
 from switchboard.routing import Route
 from switchboard.settings import Settings
@@ -338,7 +348,7 @@ def _assistant_blocks(message: dict) -> list[dict]:
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             blocks.append({"toolUse": {"toolUseId": str(call.get("id") or ""), "name": str(function.get("name") or ""),
-                                       "input": _parse_arguments(function.get("arguments"))}})
+                                       "input": tool_arguments(function.get("arguments"))}})
     return blocks
 
 
@@ -402,9 +412,9 @@ def inference_config(body: dict) -> dict:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             config["maxTokens"] = value
             break
-    if _is_number(body.get("temperature")):
+    if is_number(body.get("temperature")):
         config["temperature"] = min(float(body["temperature"]), 1.0)  # Bedrock's models take 0..1, OpenAI 0..2
-    if _is_number(body.get("top_p")):
+    if is_number(body.get("top_p")):
         config["topP"] = float(body["top_p"])
     stop = body.get("stop")
     stop = [stop] if isinstance(stop, str) else stop
@@ -422,18 +432,8 @@ def _text_of(content: object) -> str:
     return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
 
 
-def _parse_arguments(arguments: object) -> dict:
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except ValueError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --- response: Converse -> OpenAI --------------------------------------------------------------------
@@ -445,17 +445,8 @@ def finish_reason(stop_reason: object) -> str:
 
 def openai_usage(usage: dict) -> dict:
     """Bedrock counts cache reads and writes apart from `inputTokens`; OpenAI's prompt_tokens includes them."""
-    cache_read = _count(usage, "cacheReadInputTokens")
-    cache_write = _count(usage, "cacheWriteInputTokens")
-    prompt = _count(usage, "inputTokens") + cache_read + cache_write
-    completion = _count(usage, "outputTokens")
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_write}}
-
-
-def _count(usage: dict, name: str) -> int:
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return chat_usage(token_count(usage, "inputTokens"), token_count(usage, "outputTokens"),
+                      token_count(usage, "cacheReadInputTokens"), token_count(usage, "cacheWriteInputTokens"))
 
 
 def _dict(value: object) -> dict:
@@ -464,7 +455,7 @@ def _dict(value: object) -> dict:
 
 def _latency(metrics: object) -> int | float | None:
     value = _dict(metrics).get("latencyMs")
-    return value if _is_number(value) and value >= 0 else None
+    return value if is_number(value) and value >= 0 else None
 
 
 class StreamTranslator:
@@ -666,21 +657,6 @@ def aws_error(raw: bytes, headers: object) -> tuple[str, str]:
 # --- I/O -----------------------------------------------------------------------------------------------
 
 
-async def _post(client: UpstreamClient, url: str, headers: dict[str, str], body: bytes,
-                provider: str) -> UpstreamResponse:
-    try:
-        # Already encoded: a plain string would have yarl turn %3A back into ":", and the signature break.
-        return await client.post(URL(url, encoded=True), headers, body)
-    except transport.Timeout:
-        raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except transport.ConnectFailed as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({exc}).",
-                            kind="connect_error") from None
-    except transport.TransportError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken response ({exc}).",
-                            kind="protocol_error") from None
-
-
 async def _open(client: UpstreamClient, route: Route, body: dict, settings: Settings,
                 stream: bool) -> UpstreamResponse:
     """Sign and send; a 2xx response, or UpstreamError. Expired credentials are refreshed and tried once more."""
@@ -692,7 +668,8 @@ async def _open(client: UpstreamClient, route: Route, body: dict, settings: Sett
         credentials = await _credentials(route.provider)
         headers = sign(url, payload, {"content-type": "application/json", "accept": accept}, credentials, region)
         headers["accept-encoding"] = "identity"
-        response = await _post(client, url, headers, payload, route.provider)
+        # Already encoded: a plain string would have yarl turn %3A back into ":", and the signature break.
+        response = await post(client, URL(url, encoded=True), headers, payload, route.provider)
         if response.status < 300:
             return response
         try:
@@ -725,8 +702,9 @@ async def _read_messages(response: UpstreamResponse, provider: str) -> AsyncIter
     """Event-stream messages as the socket delivers them, a list per read, decoded by botocore's parser."""
     buffer = EventStreamBuffer()
     received = decoded = 0
+    body = response.chunks()
     try:
-        async for data in response.chunks():
+        async for data in body:
             received += len(data)
             buffer.add_data(data)
             messages = list(buffer)
@@ -742,6 +720,8 @@ async def _read_messages(response: UpstreamResponse, provider: str) -> AsyncIter
     except ParserError as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken event stream ({exc}).",
                             kind="stream_error") from None
+    finally:
+        await body.aclose()  # now, not by the GC's finalizer hook (a loop wake-up per call)
     if received != decoded:
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.", kind="stream_error")
 

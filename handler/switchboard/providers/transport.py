@@ -15,6 +15,7 @@ gateway promises on top of it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -130,11 +131,12 @@ class UpstreamResponse:
     async def read(self, limit: int = MAX_ERROR_BODY) -> bytes:
         """At most `limit` bytes of the body; the rest is never read (the connection is then dropped)."""
         parts, size = [], 0
-        async for data in self.chunks():
-            parts.append(data[: limit - size])
-            size += len(parts[-1])
-            if size >= limit:
-                break
+        async with contextlib.aclosing(self.chunks()) as chunks:  # closed here, not by the GC's finalizer hook
+            async for data in chunks:
+                parts.append(data[: limit - size])
+                size += len(parts[-1])
+                if size >= limit:
+                    break
         return b"".join(parts)
 
     async def drain(self, timeout_s: float = 0.25) -> None:
@@ -166,6 +168,7 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._fresh: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._urls: dict[str, URL] = {}
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout,
                                               sock_read=read_timeout)
 
@@ -183,6 +186,15 @@ class UpstreamClient:
                                      cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
                                      connector_owner=True)
 
+    def _url(self, text: str) -> URL:
+        """Parsing a URL costs more than the rest of a request's set-up; a gateway calls a handful of them."""
+        url = self._urls.get(text)
+        if url is None:
+            if len(self._urls) > 1000:
+                self._urls.clear()
+            url = self._urls[text] = URL(text)
+        return url
+
     def require_check(self, host: str, port: int) -> None:
         """From now on `host` connects only to checked addresses; forget any answer cached without a check."""
         if self.resolver is None or host in self.resolver.checked_hosts:
@@ -197,7 +209,9 @@ class UpstreamClient:
 
     async def post(self, url: str | URL, headers: dict[str, str], body: bytes) -> UpstreamResponse:
         """POST `body`. A `yarl.URL(..., encoded=True)` goes out byte for byte (a signed path must not be
-        re-encoded); a string is normalised as usual."""
+        re-encoded); a string is normalised as usual, once per distinct URL."""
+        if isinstance(url, str):
+            url = self._url(url)
         _REUSED.set(False)
         try:
             response = await self._send(self._sessions(), url, headers, body)

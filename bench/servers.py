@@ -29,7 +29,7 @@ LITELLM_VERSION = "1.106.2"
 LITELLM_MODEL = "bench-echo"
 # Bedrock calls are SigV4-signed with these by the gateway (botocore's chain reads them from the environment)
 # and checked against them by the simulator, which accepts the AWS_* keys in its own environment.
-BENCH_AWS = AwsCredentials("AKIABENCHFAKE0000000", "bench-aws-secret-access-key-fake", "us-east-1")
+BENCH_AWS = AwsCredentials("FAKE-BENCH-ACCESS-KEY", "bench-aws-secret-access-key-fake", "us-east-1")
 
 UVICORN_FLAGS = ("--host", HOST, "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "2")
 

@@ -44,9 +44,7 @@ class Gateway:
         self.settings = settings
         self.limiter = limiter or RateLimiter()
         self.task_budgets = task_budgets(settings)  # read now: a bad budget stops the start, not a call
-        self.budgets = budgets or BudgetTracker.from_settings(settings)
-        if getattr(recorder, "spend", False) is None:
-            recorder.spend = self.budgets.spend  # type: ignore[attr-defined]  (spend counted once priced)
+        self.budgets = budgets or BudgetTracker.from_settings(settings)  # its spend: the recorder's `spend=`
         self.resolve_addresses = resolve_addresses
         self.store = store
         self.secrets = secrets

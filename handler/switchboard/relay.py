@@ -129,7 +129,6 @@ class Relay:
     async def _events(self, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
                       admission: Awaitable[None] | None, chat: ChatRequest) -> AsyncIterator[bytes | GatewayError]:
         observer = ChunkObserver(record, clock)
-        total_deadline = attempts.total_deadline
         chunks = attempts.stream()
         sent = False
         opening: bytes | None = None
@@ -150,8 +149,6 @@ class Relay:
                         out = opening + out  # type: ignore[operator]
                         sent = True
                     yield out
-                if CallClock.now() > total_deadline:
-                    raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout")
         except (UpstreamError, GatewayError) as exc:
             settle(admission)
             if isinstance(exc, UpstreamError) and exc.usage:

@@ -333,7 +333,7 @@ class TestConverseSigning:
         """What the bench sends to `direct-bedrock` must pass the simulator's SigV4 check, or there is no baseline."""
         from switchboard.simulator.bedrock_api import AwsKey, check_signature
 
-        aws = AwsCredentials("AKIATESTFAKE00000000", "test-secret-fake", "us-east-1")
+        aws = AwsCredentials("FAKE-TEST-ACCESS-KEY", "test-secret-fake", "us-east-1")
         target = Target("direct-bedrock", "http://127.0.0.1:5999", "us.anthropic.claude-haiku-4-5-20251001-v1:0",
                         api=CONVERSE, aws=aws)
         body, headers = encoded_request(target)

@@ -17,6 +17,7 @@ from switchboard.providers.base import (
     Chunk,
     UpstreamError,
     UpstreamRequest,
+    as_dict,
     chat_usage,
     in_stream_error,
     is_number,
@@ -242,10 +243,6 @@ def openai_usage(usage: dict) -> dict:
 
 
 
-def _dict(value: object) -> dict:
-    """A field of an upstream event that should be an object; anything else reads as empty."""
-    return value if isinstance(value, dict) else {}
-
 
 class StreamTranslator:
     """Anthropic stream events -> OpenAI chunks, one event at a time, no I/O.
@@ -267,7 +264,7 @@ class StreamTranslator:
         return handler(event) if handler is not None else []  # ping, unknown types
 
     def _on_message_start(self, event: dict) -> list[dict]:
-        message = _dict(event.get("message"))
+        message = as_dict(event.get("message"))
         if isinstance(message.get("id"), str):
             self.id = f"chatcmpl-{message['id']}"
         if isinstance(message.get("model"), str):
@@ -276,7 +273,7 @@ class StreamTranslator:
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _on_content_block_start(self, event: dict) -> list[dict]:
-        block = _dict(event.get("content_block"))
+        block = as_dict(event.get("content_block"))
         if block.get("type") != "tool_use" or not isinstance(event.get("index"), int):
             return []  # text and thinking arrive in deltas
         index = self._tool_index[event["index"]] = len(self._tool_index)
@@ -296,7 +293,7 @@ class StreamTranslator:
         return [self._chunk({"tool_calls": [call]})]
 
     def _on_content_block_delta(self, event: dict) -> list[dict]:
-        delta = _dict(event.get("delta"))
+        delta = as_dict(event.get("delta"))
         kind = delta.get("type")
         if kind == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
             return [self._chunk({"content": delta["text"]})]
@@ -313,7 +310,7 @@ class StreamTranslator:
 
     def _on_message_delta(self, event: dict) -> list[dict]:
         self._merge_usage(event.get("usage"))
-        stop_reason = _dict(event.get("delta")).get("stop_reason")
+        stop_reason = as_dict(event.get("delta")).get("stop_reason")
         if stop_reason is None:
             return []
         return [self._chunk({}, finish_reason(stop_reason))]
@@ -324,7 +321,7 @@ class StreamTranslator:
 
     def _merge_usage(self, usage: object) -> None:
         # message_delta's counts are cumulative, so a later non-null value replaces an earlier one.
-        self.usage.update({k: v for k, v in _dict(usage).items() if isinstance(v, int)})
+        self.usage.update({k: v for k, v in as_dict(usage).items() if isinstance(v, int)})
 
     def _chunk(self, delta: dict, finish: str | None = None) -> dict:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -349,7 +346,7 @@ def completion_from_message(message: dict, created: int | None = None) -> dict:
             "created": created if created is not None else int(time.time()), "model": message.get("model"),
             "choices": [{"index": 0, "message": reply, "logprobs": None,
                          "finish_reason": finish_reason(message.get("stop_reason"))}],
-            "usage": openai_usage(_dict(message.get("usage")))}
+            "usage": openai_usage(as_dict(message.get("usage")))}
 
 
 # --- I/O -----------------------------------------------------------------------------------------
@@ -382,7 +379,7 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
                     failure = error
                     break
                 if name == b"error" or event.get("type") == "error":
-                    error = _dict(event.get("error"))
+                    error = as_dict(event.get("error"))
                     status = _ERROR_STATUS.get(error.get("type"))  # type: ignore[arg-type]
                     failure = in_stream_error(route.provider, {"status": status}, error, request.secrets)
                     break

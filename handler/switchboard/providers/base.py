@@ -192,6 +192,18 @@ def tool_arguments(arguments: object) -> dict:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def broken_read(provider: str, exc: transport.TransportError) -> UpstreamError:
+    """A streamed body that stopped (read timeout) or broke (framing, a cut connection) part way."""
+    if isinstance(exc, transport.Timeout):
+        return UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).", kind="timeout")
+    return UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({exc}).", kind="stream_error")
+
+
+def as_dict(value: object) -> dict:
+    """A field of an upstream event that should be an object; anything else reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
 def error_text(error: object) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error.get("type") or "error")[:1000]
@@ -221,12 +233,8 @@ async def read_events(response: UpstreamResponse, provider: str, is_last: Callab
                 await body.aclose()  # closed now: left to the GC, its finalizer costs a loop wake-up per call
                 await response.drain()
                 return
-    except transport.Timeout:
-        raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
-                            kind="timeout") from None
     except transport.TransportError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({exc}).",
-                            kind="stream_error") from None
+        raise broken_read(provider, exc) from None
     except EventTooLarge as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent {exc}.", kind="stream_error") from None
     finally:

@@ -34,6 +34,8 @@ from switchboard.providers import transport
 from switchboard.providers.base import (
     Chunk,
     UpstreamError,
+    as_dict,
+    broken_read,
     chat_usage,
     is_number,
     post,
@@ -449,12 +451,9 @@ def openai_usage(usage: dict) -> dict:
                       token_count(usage, "cacheReadInputTokens"), token_count(usage, "cacheWriteInputTokens"))
 
 
-def _dict(value: object) -> dict:
-    return value if isinstance(value, dict) else {}
-
 
 def _latency(metrics: object) -> int | float | None:
-    value = _dict(metrics).get("latencyMs")
+    value = as_dict(metrics).get("latencyMs")
     return value if is_number(value) and value >= 0 else None
 
 
@@ -493,7 +492,7 @@ class StreamTranslator:
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _on_contentBlockStart(self, event: dict) -> list[dict]:
-        tool = _dict(_dict(event.get("start")).get("toolUse"))
+        tool = as_dict(as_dict(event.get("start")).get("toolUse"))
         block = event.get("contentBlockIndex")
         if not tool or not isinstance(block, int) or block in self._tool_index:
             return []
@@ -505,11 +504,11 @@ class StreamTranslator:
         return [self._chunk({"tool_calls": [call]})]
 
     def _on_contentBlockDelta(self, event: dict) -> list[dict]:
-        delta = _dict(event.get("delta"))
+        delta = as_dict(event.get("delta"))
         text = delta.get("text")
         if isinstance(text, str):
             return [self._chunk({"content": text})] if text else []  # some models send an empty delta first
-        fragment = _dict(delta.get("toolUse")).get("input")
+        fragment = as_dict(delta.get("toolUse")).get("input")
         block = event.get("contentBlockIndex")
         if isinstance(fragment, str):
             if not fragment or block not in self._open_tools:
@@ -517,7 +516,7 @@ class StreamTranslator:
             self._awaiting_input.discard(block)  # type: ignore[arg-type]
             call = {"index": self._tool_index[block], "function": {"arguments": fragment}}  # type: ignore[index]
             return [self._chunk({"tool_calls": [call]})]
-        reasoning = _dict(delta.get("reasoningContent")).get("text")
+        reasoning = as_dict(delta.get("reasoningContent")).get("text")
         if isinstance(reasoning, str) and reasoning:
             return [self._chunk({"reasoning_content": reasoning})]
         return []  # reasoning signatures, redacted reasoning, citations
@@ -549,7 +548,7 @@ class StreamTranslator:
             return []
         self.complete = True
         self.latency_ms = _latency(event.get("metrics"))
-        return [{**self._envelope(), "choices": [], "usage": openai_usage(_dict(event.get("usage")))}]
+        return [{**self._envelope(), "choices": [], "usage": openai_usage(as_dict(event.get("usage")))}]
 
     def _chunk(self, delta: dict, finish: str | None = None) -> dict:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
@@ -562,12 +561,12 @@ class StreamTranslator:
 def completion_from_converse(response: dict, model: str, request_id: str | None = None,
                              created: int | None = None) -> dict:
     """A Converse response -> an OpenAI chat.completion; Bedrock's latency rides along under LATENCY_KEY."""
-    blocks = [b for b in _dict(_dict(_dict(response.get("output")).get("message"))).get("content") or []
+    blocks = [b for b in as_dict(as_dict(as_dict(response.get("output")).get("message"))).get("content") or []
               if isinstance(b, dict)]
     text = "".join(b["text"] for b in blocks if isinstance(b.get("text"), str))
-    reasoning = "".join(str(_dict(_dict(b.get("reasoningContent")).get("reasoningText")).get("text") or "")
+    reasoning = "".join(str(as_dict(as_dict(b.get("reasoningContent")).get("reasoningText")).get("text") or "")
                         for b in blocks)
-    tool_calls = [_tool_call(_dict(b.get("toolUse"))) for b in blocks if isinstance(b.get("toolUse"), dict)]
+    tool_calls = [_tool_call(as_dict(b.get("toolUse"))) for b in blocks if isinstance(b.get("toolUse"), dict)]
     reply: dict = {"role": "assistant", "content": text or None, "refusal": None}
     if reasoning:
         reply["reasoning_content"] = reasoning
@@ -577,7 +576,7 @@ def completion_from_converse(response: dict, model: str, request_id: str | None 
                   "created": created if created is not None else int(time.time()), "model": model,
                   "choices": [{"index": 0, "message": reply, "logprobs": None,
                                "finish_reason": finish_reason(response.get("stopReason"))}],
-                  "usage": openai_usage(_dict(response.get("usage")))}
+                  "usage": openai_usage(as_dict(response.get("usage")))}
     latency = _latency(response.get("metrics"))
     if latency is not None:
         completion[LATENCY_KEY] = latency  # the relay takes it off before the client sees the completion
@@ -711,12 +710,8 @@ async def _read_messages(response: UpstreamResponse, provider: str) -> AsyncIter
             if messages:
                 decoded += sum(m.prelude.total_length for m in messages)
                 yield messages
-    except transport.Timeout:
-        raise UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).",
-                            kind="timeout") from None
     except transport.TransportError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({exc}).",
-                            kind="stream_error") from None
+        raise broken_read(provider, exc) from None
     except ParserError as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken event stream ({exc}).",
                             kind="stream_error") from None
@@ -790,7 +785,7 @@ async def complete(client: UpstreamClient, route: Route, body: dict, settings: S
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
         parsed = None
-    if not isinstance(parsed, dict) or not isinstance(_dict(parsed.get("output")).get("message"), dict):
+    if not isinstance(parsed, dict) or not isinstance(as_dict(parsed.get("output")).get("message"), dict):
         raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
                             "a Converse response.", kind="http_error")
     return completion_from_converse(parsed, route.model, request_id)

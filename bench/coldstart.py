@@ -1,10 +1,13 @@
-"""Cold start: fresh processes of the bare FastAPI app and of the gateway, taking turns.
+"""Cold start: fresh processes of a bare FastAPI proxy and of the gateway (and of the compare tree's), in turns.
 
-Each trial spawns `python -m uvicorn <app>` as handler/run.sh does, polls GET /health every 2 ms from
-the moment before spawning (what the Lambda Web Adapter waits for), and for the gateway then sends a
-first streamed chat at once and a second, warm one, each on a new connection. Once, apart from the trials,
-`python -X importtime -c "import switchboard.asgi"` shows what aiohttp costs to import and that it is paid
-there, at start-up (uvicorn imports the app before /health can answer), not on a call's path.
+Each trial spawns `python -m uvicorn <app>` as handler/run.sh does, polls GET /health every 2 ms from the
+moment before spawning (what the Lambda Web Adapter waits for), then at once sends a first streamed chat and
+afterwards a second, warm one, each on a new connection, with the same client code for every app. Both
+clients are built before the spawn, so their set-up is not charged to the app. The bare app
+(bench/bare_app.py) is the simplest FastAPI proxy of the simulator, so "spawn to the first token" compares
+like with like. Once, apart from the trials, `python -X importtime -c "import switchboard.asgi"` shows what
+aiohttp costs to import and that it is paid there, at start-up (uvicorn imports the app before /health can
+answer), not on a call's path.
 """
 
 from __future__ import annotations
@@ -15,79 +18,122 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import Sample, Target, make_client, stream_once
-from bench.servers import GATEWAY_KEY, ROOT, VENV_BIN, Fleet, HarnessError, Server, base_env, lambda_env, spawn_uvicorn
-from bench.stats import median, package_import_ms
+from bench.servers import (
+    GATEWAY_KEY,
+    MAIN_TREE,
+    ROOT,
+    VENV_BIN,
+    Fleet,
+    HarnessError,
+    Server,
+    Tree,
+    lambda_env,
+    spawn_uvicorn,
+)
+from bench.stats import median, median_ratio, package_import_ms
 
 BARE_APP = "bench.bare_app:app"
 GATEWAY_APP = "switchboard.asgi:app"
 IMPORT_STATEMENT = "import switchboard.asgi"
+BARE, GATEWAY, GATEWAY_BASE = "bare", "gateway", "gateway-base"
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    module: str
+    tree: Tree = MAIN_TREE
 
 
 @dataclass
 class Trial:
     app: str
     health_s: float
-    first_token_since_start_s: float | None = None  # spawn to the first chat's first content token
-    first_ttft_s: float | None = None
-    warm_ttft_s: float | None = None
+    first_token_since_start_s: float  # spawn to the first chat's first content token
+    first_ttft_s: float
+    warm_ttft_s: float
 
 
-async def _chat(target: Target) -> Sample:
-    async with make_client(2) as client:  # a new connection, as the first chat after a cold start has
-        return await stream_once(client, target)
+def apps(compare: Tree | None = None) -> list[App]:
+    found = [App(BARE, BARE_APP), App(GATEWAY, GATEWAY_APP)]
+    return found + ([App(GATEWAY_BASE, GATEWAY_APP, compare)] if compare else [])
 
 
 def _checked(sample: Sample, what: str, server: Server) -> Sample:
     if not sample.ok:
-        raise HarnessError(f"{what} through a fresh gateway failed: {sample.error}; {server.log_tail()}")
+        raise HarnessError(f"{what} through a fresh {server.name} failed: {sample.error}; {server.log_tail()}")
     return sample
 
 
-def bare_trial(fleet: Fleet, home: Path) -> Trial:
-    server = spawn_uvicorn(fleet, "bare-app", BARE_APP, base_env(home))
-    try:
-        return Trial("bare", server.wait_ready("/health"))
-    finally:
-        fleet.stop(server)
+async def _trial(fleet: Fleet, home: Path, simulator_url: str, model: str, app: App) -> Trial:
+    # Every app gets the Lambda-shaped environment; the bare proxy reads OPENAI_BASE_URL / OPENAI_API_KEY.
+    async with make_client(2) as first_client, make_client(2) as warm_client:
+        server = spawn_uvicorn(fleet, f"cold-{app.name}", app.module, lambda_env(home, simulator_url), app.tree)
+        try:
+            health_s = server.wait_ready("/health")
+            target = Target(app.name, server.url + "/v1", model, GATEWAY_KEY)
+            first = _checked(await stream_once(first_client, target), "the first chat", server)
+            warm = _checked(await stream_once(warm_client, target), "the warm chat", server)
+        finally:
+            fleet.stop(server)
+    return Trial(app.name, health_s, first.started + first.ttft_s - server.started_at, first.ttft_s, warm.ttft_s)
 
 
-def gateway_trial(fleet: Fleet, home: Path, simulator_url: str, model: str) -> Trial:
-    server = spawn_uvicorn(fleet, "gateway-asgi", GATEWAY_APP, lambda_env(home, simulator_url))
-    try:
-        health_s = server.wait_ready("/health")
-        target = Target("gateway", server.url + "/v1", model, GATEWAY_KEY)
-        first = _checked(asyncio.run(_chat(target)), "the first chat", server)
-        warm = _checked(asyncio.run(_chat(target)), "the warm chat", server)
-        return Trial("gateway", health_s, first.started + first.ttft_s - server.started_at, first.ttft_s,
-                     warm.ttft_s)
-    finally:
-        fleet.stop(server)
-
-
-def run_trials(fleet: Fleet, home: Path, simulator_url: str, model: str, trials: int) -> list[Trial]:
-    """`trials` of each app, alternating which goes first so neither always runs on a just-busied machine."""
+def run_trials(fleet: Fleet, home: Path, simulator_url: str, model: str, trials: int,
+               compare: Tree | None = None) -> list[Trial]:
+    """`trials` of each app, each round starting with the next app, so none always runs on a just-busied
+    machine."""
     results: list[Trial] = []
+    order = apps(compare)
     for round_number in range(trials):
-        runs = [lambda: bare_trial(fleet, home), lambda: gateway_trial(fleet, home, simulator_url, model)]
-        for run in runs if round_number % 2 == 0 else reversed(runs):
-            results.append(run())
+        start = round_number % len(order)
+        for app in order[start:] + order[:start]:
+            results.append(asyncio.run(_trial(fleet, home, simulator_url, model, app)))
     return results
 
 
-def summarize_trials(trials: list[Trial]) -> dict:
-    bare = [t.health_s * 1000 for t in trials if t.app == "bare"]
-    gateway = [t for t in trials if t.app == "gateway"]
-    health = [t.health_s * 1000 for t in gateway]
-    first_minus_warm = [(t.first_ttft_s - t.warm_ttft_s) * 1000 for t in gateway]
+def _spread(values: list[float]) -> dict:
+    return {"median": median(values), "all": values}
+
+
+def summarize_app(trials: list[Trial]) -> dict:
     return {
-        "trials_per_app": len(bare),
-        "bare_health_ms": {"median": median(bare), "all": bare},
-        "gateway_health_ms": {"median": median(health), "all": health},
-        "health_ratio": median(health) / median(bare),
-        "gateway_start_to_first_token_ms": {"median": median([t.first_token_since_start_s * 1000 for t in gateway])},
-        "first_chat_ttft_ms": {"median": median([t.first_ttft_s * 1000 for t in gateway])},
-        "warm_chat_ttft_ms": {"median": median([t.warm_ttft_s * 1000 for t in gateway])},
-        "first_minus_warm_ms": {"median": median(first_minus_warm), "all": first_minus_warm},
+        "health_ms": _spread([t.health_s * 1000 for t in trials]),
+        "start_to_first_token_ms": _spread([t.first_token_since_start_s * 1000 for t in trials]),
+        "first_chat_ttft_ms": _spread([t.first_ttft_s * 1000 for t in trials]),
+        "warm_chat_ttft_ms": _spread([t.warm_ttft_s * 1000 for t in trials]),
+        "first_minus_warm_ms": _spread([(t.first_ttft_s - t.warm_ttft_s) * 1000 for t in trials]),
+    }
+
+
+def summarize_trials(trials: list[Trial]) -> dict:
+    """Per app, medians and every trial; per gateway, its ratios to the bare proxy. The gateway's own figures
+    are also kept under the keys earlier runs used."""
+    by_app = {name: [t for t in trials if t.app == name] for name in dict.fromkeys(t.app for t in trials)}
+    summary = {name: summarize_app(group) for name, group in by_app.items()}
+    bare = summary.get(BARE)
+    ratios = {}
+    for name, app in summary.items():
+        if name == BARE or bare is None:
+            continue
+        ratios[name] = {
+            "health": median_ratio(app["health_ms"]["all"], bare["health_ms"]["all"]),
+            "start_to_first_token": median_ratio(app["start_to_first_token_ms"]["all"],
+                                                 bare["start_to_first_token_ms"]["all"]),
+        }
+    gateway = summary.get(GATEWAY, {})
+    return {
+        "trials_per_app": len(by_app.get(BARE, [])),
+        "apps": summary,
+        "ratios": ratios,
+        "bare_health_ms": (bare or {}).get("health_ms"),
+        "gateway_health_ms": gateway.get("health_ms"),
+        "health_ratio": ratios.get(GATEWAY, {}).get("health"),
+        "start_to_first_token_ratio": ratios.get(GATEWAY, {}).get("start_to_first_token"),
+        "gateway_start_to_first_token_ms": gateway.get("start_to_first_token_ms"),
+        "first_chat_ttft_ms": gateway.get("first_chat_ttft_ms"),
+        "warm_chat_ttft_ms": gateway.get("warm_chat_ttft_ms"),
+        "first_minus_warm_ms": gateway.get("first_minus_warm_ms"),
     }
 
 

@@ -3,8 +3,10 @@
 Chat Completions: TTFT is send to the first SSE event carrying non-empty `choices[0].delta.content`; total
 is send to `data: [DONE]`. Responses: the first non-empty `response.output_text.delta`, then
 `response.completed`. Bedrock ConverseStream (the simulator, directly): the first text `contentBlockDelta`,
-then `metadata`. Targets take turns in small batches (direct, gateway, [litellm], direct, ...) so a noisy
-moment on the machine lands on all of them alike.
+then `metadata`. Targets take turns in small batches (direct, floor, gw-asgi, ..., then floor, gw-asgi, ...,
+direct) so a noisy moment on the machine lands on all of them alike. Each worker waits `pause_s` between one
+call's end and its next call, as a voice agent's turns are apart. Around each batch the CPU time of the
+target's server process group (and of the upstream's) is read, so CPU per call is measured in the same run.
 """
 
 from __future__ import annotations
@@ -12,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import httpx
 
 from bench.converse import AwsCredentials, ConverseWatcher, converse_body, converse_path, signed_headers
+from bench.cpu import CpuAccount
 from bench.stats import ResponsesWatcher, StreamWatcher
 
 T = TypeVar("T")
@@ -35,6 +39,8 @@ class Target:
     api_key: str | None = None
     api: str = CHAT
     aws: AwsCredentials | None = None  # CONVERSE only
+    pid: int | None = None  # the server process (group leader) that serves it, for CPU per call
+    upstream_pid: int | None = None  # the simulator behind it, when it is not the server itself
 
     @property
     def url(self) -> str:
@@ -59,14 +65,39 @@ class Sample:
         return self.error is None and self.ttft_s is not None and self.total_s is not None
 
 
+CpuReader = Callable[[int], float | None]  # a process group leader's pid -> its CPU seconds so far
+
+
 @dataclass
 class Results:
-    """Samples per target name, in the order they were taken."""
+    """Samples per target name, in the order they were taken, and the CPU its server (and the upstream
+    behind it) spent over its batches."""
 
     samples: dict[str, list[Sample]] = field(default_factory=dict)
+    cpu: dict[str, CpuAccount] = field(default_factory=dict)
+    upstream_cpu: dict[str, CpuAccount] = field(default_factory=dict)
 
     def add(self, name: str, batch: list[Sample]) -> None:
         self.samples.setdefault(name, []).extend(batch)
+
+    def add_cpu(self, name: str, before: CpuReadings, after: CpuReadings, calls: int) -> None:
+        if before.server is not None or after.server is not None:
+            self.cpu.setdefault(name, CpuAccount()).add(before.server, after.server, calls)
+        if before.upstream is not None or after.upstream is not None:
+            self.upstream_cpu.setdefault(name, CpuAccount()).add(before.upstream, after.upstream, calls)
+
+
+@dataclass(frozen=True)
+class CpuReadings:
+    server: float | None = None
+    upstream: float | None = None
+
+    @classmethod
+    def of(cls, target: Target, read: CpuReader | None) -> CpuReadings:
+        if read is None:
+            return cls()
+        return cls(read(target.pid) if target.pid else None,
+                   read(target.upstream_pid) if target.upstream_pid else None)
 
 
 def make_client(max_connections: int) -> httpx.AsyncClient:
@@ -141,8 +172,9 @@ async def _read_stream(response: httpx.Response, sample: Sample,
 
 
 async def run_batch(client: httpx.AsyncClient, target: Target, concurrency: int, requests: int,
-                    simulator: dict | None = None) -> list[Sample]:
-    """`requests` streams, `concurrency` of them in flight at once (closed loop: each worker sends the next)."""
+                    simulator: dict | None = None, pause_s: float = 0.0) -> list[Sample]:
+    """`requests` streams, `concurrency` of them in flight at once (closed loop: each worker sends the next,
+    `pause_s` after its previous one ended; after its last one too, so a batch's trailing work is in it)."""
     remaining = requests
     samples: list[Sample] = []
 
@@ -151,6 +183,8 @@ async def run_batch(client: httpx.AsyncClient, target: Target, concurrency: int,
         while remaining > 0:
             remaining -= 1
             samples.append(await stream_once(client, target, simulator))
+            if pause_s:
+                await asyncio.sleep(pause_s)
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, requests))))
     return samples
@@ -161,15 +195,19 @@ def batch_size(concurrency: int) -> int:
     return max(10, 2 * concurrency)
 
 
-async def interleaved(client: httpx.AsyncClient, targets: list[Target], concurrency: int,
-                      per_target: int) -> Results:
+async def interleaved(client: httpx.AsyncClient, targets: list[Target], concurrency: int, per_target: int, *,
+                      simulator: dict | None = None, pause_s: float = 0.0, cpu: CpuReader | None = None) -> Results:
+    """`per_target` streams to each target in turns of `batch_size` (CPU read before and after each turn)."""
     results = Results()
     size = batch_size(concurrency)
     done = turn = 0
     while done < per_target:
         count = min(size, per_target - done)
         for target in rotated(targets, turn):
-            results.add(target.name, await run_batch(client, target, concurrency, count))
+            before = CpuReadings.of(target, cpu)
+            batch = await run_batch(client, target, concurrency, count, simulator, pause_s)
+            results.add_cpu(target.name, before, CpuReadings.of(target, cpu), len(batch))
+            results.add(target.name, batch)
         done += count
         turn += 1
     return results

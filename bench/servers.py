@@ -118,12 +118,12 @@ class Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop_all)
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int) -> Server:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int, cwd: Path = ROOT) -> Server:
         log_path = self.log_dir / f"{name}-{port}.log"
         log = log_path.open("wb")
         started_at = time.perf_counter()
         try:
-            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             raise HarnessError(f"cannot start {name} ({argv[0]}): {exc}") from None
@@ -173,11 +173,12 @@ def lambda_env(home: Path, simulator_url: str) -> dict[str, str]:
     return {**gateway_env(home, simulator_url), **aws_env(BENCH_AWS), "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": simulator_url}
 
 
-def start_simulator(fleet: Fleet, tokens: int, home: Path) -> Server:
-    """The simulated upstream; its Bedrock routes accept signatures by the AWS keys in its environment."""
+def start_simulator(fleet: Fleet, tokens: int, home: Path, gap_ms: float = 0.0) -> Server:
+    """The simulated upstream: the first content token at once, then the others `gap_ms` apart (0: all in one
+    burst). Its Bedrock routes accept signatures by the AWS keys in its environment."""
     port = free_port()
     argv = [str(VENV_BIN / "switchboard"), "simulator", "--host", HOST, "--port", str(port),
-            "--first-token-ms", "0", "--tokens", str(tokens), "--gap-ms", "0"]
+            "--first-token-ms", "0", "--tokens", str(tokens), "--gap-ms", f"{gap_ms:g}"]
     server = fleet.spawn("simulator", argv, {**base_env(home), **aws_env(BENCH_AWS)}, port)
     server.wait_ready("/health", timeout=30)
     return server
@@ -192,11 +193,60 @@ def start_gateway(fleet: Fleet, simulator_url: str, home: Path) -> Server:
     return server
 
 
-def spawn_uvicorn(fleet: Fleet, name: str, app: str, env: dict[str, str]) -> Server:
+def start_floor(fleet: Fleet, simulator: Server, home: Path) -> Server:
+    """The do-nothing relay in front of the simulator (bench/floor.py), a process of its own."""
+    port = free_port()
+    argv = [str(VENV_BIN / "python"), "-m", "bench.floor", "--port", str(port), "--upstream-port",
+            str(simulator.port)]
+    server = fleet.spawn("floor", argv, base_env(home), port)
+    server.wait_ready("/health", timeout=30)
+    return server
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A checkout whose gateway the bench runs: this one, or another (BENCH_COMPARE_TREE) with its own
+    `.venv/bin` and its `handler/` first on PYTHONPATH, started from its own root."""
+
+    root: Path
+    venv_bin: Path
+    own_pythonpath: bool = False
+
+    def env(self, env: dict[str, str]) -> dict[str, str]:
+        return {**env, "PYTHONPATH": str(self.root / "handler")} if self.own_pythonpath else env
+
+    def revision(self) -> str:
+        """`git describe`-ish: the short commit, `+dirty` when the work tree has changes."""
+        def git(*args: str) -> str:
+            try:
+                done = subprocess.run(["git", "-C", str(self.root), *args], capture_output=True, text=True,
+                                      timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                return ""
+            return done.stdout.strip() if done.returncode == 0 else ""
+
+        commit = git("rev-parse", "--short", "HEAD") or "unknown"
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+MAIN_TREE = Tree(ROOT, VENV_BIN)
+
+
+def compare_tree(path: str) -> Tree:
+    """The other checkout named by BENCH_COMPARE_TREE; HarnessError when it cannot run a gateway."""
+    root = Path(path).expanduser().resolve()
+    tree = Tree(root, root / ".venv" / "bin", own_pythonpath=True)
+    for needed in (tree.venv_bin / "python", root / "handler" / "switchboard" / "asgi.py"):
+        if not needed.exists():
+            raise HarnessError(f"BENCH_COMPARE_TREE={path}: no {needed} (a checkout with its own .venv is needed)")
+    return tree
+
+
+def spawn_uvicorn(fleet: Fleet, name: str, app: str, env: dict[str, str], tree: Tree = MAIN_TREE) -> Server:
     """`python -m uvicorn <app>` the way handler/run.sh starts it under the Lambda Web Adapter."""
     port = free_port()
-    argv = [str(VENV_BIN / "python"), "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
-    return fleet.spawn(name, argv, env, port)
+    argv = [str(tree.venv_bin / "python"), "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
+    return fleet.spawn(name, argv, tree.env(env), port, cwd=tree.root)
 
 
 # LiteLLM's proxy, installed into a throwaway virtual environment under /tmp.

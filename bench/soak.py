@@ -181,8 +181,11 @@ async def read_stream(response: httpx.Response, outcome: Outcome, hang_up: bool)
         buffer += data
         while (end := buffer.find(b"\n\n")) >= 0:
             block, buffer = buffer[:end], buffer[end + 2:]
-            if last in ("done", "error_event"):
+            if last == "done" or (last == "error_event" and block != b"data: [DONE]"):
                 return f"an event after the stream's end: {block[:120]!r}"
+            if last == "error_event":  # the error event, then [DONE]: a chat stream's end after a failure
+                outcome.events += 1
+                continue
             last, problem = parse_event(block)
             outcome.events += 1
             if problem:

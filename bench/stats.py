@@ -189,6 +189,15 @@ def ratio(slower_added_ms: float | None, gateway_added_ms: float | None) -> floa
     return slower_added_ms / gateway_added_ms
 
 
+def median_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float | None:
+    """median(numerator) / median(denominator): how many times longer one app takes than the other (None when
+    either has no trials or the denominator's median is not positive)."""
+    if not numerator or not denominator:
+        return None
+    below = median(denominator)
+    return median(numerator) / below if below > 0 else None
+
+
 def evaluate(measured: dict[str, float | None]) -> list[Check]:
     """The issue's targets against `measured` (keys below; a missing key means not measured).
 
@@ -208,6 +217,8 @@ def evaluate(measured: dict[str, float | None]) -> list[Check]:
         Check("LiteLLM added / gateway added TTFT p50 at c=1", get("litellm_ratio_c1"), 10.0, "x", at_least=True),
         Check("LiteLLM added / gateway added TTFT p50 at c=10", get("litellm_ratio_c10"), 10.0, "x", at_least=True),
         Check("cold start to /health, gateway / bare app (medians)", get("health_ratio"), 1.3, "x"),
+        Check("cold start to the first token, gateway / bare FastAPI proxy (medians)",
+              get("start_to_first_token_ratio"), 0.85, "x"),
         Check("first chat TTFT minus warm chat TTFT in a fresh process (median)", get("first_minus_warm_ms"),
               100.0, "ms"),
         Check("gateway peak RSS with 200 concurrent streams (as on Lambda)", get("rss_peak_mb"), 150.0, "MB"),

@@ -1,5 +1,6 @@
 """The bench harness's pure parts: percentiles, the watchers that clock TTFT (chat, Responses, ConverseStream),
-import times, the `added` baselines and comparisons, the targets. No servers."""
+import times, the `added` baselines and comparisons, CPU per call from /proc, the floor relay's message framing,
+cold-start ratios, the per-level tables, the targets. No servers."""
 
 from __future__ import annotations
 
@@ -10,10 +11,23 @@ import struct
 
 import pytest
 
+from bench.coldstart import Trial, summarize_trials
 from bench.converse import AwsCredentials, ConverseWatcher
+from bench.cpu import CpuAccount, ProcStat, group_ticks, parse_proc_stat, ticks_to_s
+from bench.floor import BodyFraming, FramingError, parse_head, take_request
 from bench.footprint import parse_status
-from bench.load import CONVERSE, RESPONSES, Results, Sample, Target, batch_size, encoded_request, rotated
-from bench.report import format_comparisons, format_import, load_level
+from bench.load import (
+    CONVERSE,
+    RESPONSES,
+    CpuReadings,
+    Results,
+    Sample,
+    Target,
+    batch_size,
+    encoded_request,
+    rotated,
+)
+from bench.report import format_comparisons, format_import, format_load, load_level
 from bench.stats import (
     Check,
     ResponsesWatcher,
@@ -22,6 +36,7 @@ from bench.stats import (
     evaluate,
     json_safe,
     max_overlap,
+    median_ratio,
     package_import_ms,
     percentile,
     ratio,
@@ -160,7 +175,8 @@ class TestTargets:
     def test_evaluate_every_target(self):
         measured = {"gateway_added_ttft_p50_ms_c1": 0.8, "gateway_added_ttft_p50_ms_c10": 12.0,
                     "litellm_ratio_c1": 25.0, "litellm_ratio_c10": 9.0, "health_ratio": 1.2,
-                    "first_minus_warm_ms": 30.0, "rss_peak_mb": 70.0, "package_mb": 29.9}
+                    "start_to_first_token_ratio": 0.9, "first_minus_warm_ms": 30.0, "rss_peak_mb": 70.0,
+                    "package_mb": 29.9}
         verdicts = {check.name: check.met for check in evaluate(measured)}
         assert verdicts == {
             "gateway added TTFT p50 at c=1": True,
@@ -168,6 +184,7 @@ class TestTargets:
             "LiteLLM added / gateway added TTFT p50 at c=1": True,
             "LiteLLM added / gateway added TTFT p50 at c=10": False,
             "cold start to /health, gateway / bare app (medians)": True,
+            "cold start to the first token, gateway / bare FastAPI proxy (medians)": False,
             "first chat TTFT minus warm chat TTFT in a fresh process (median)": True,
             "gateway peak RSS with 200 concurrent streams (as on Lambda)": True,
             "sam build: function + layer unzipped": True,
@@ -422,3 +439,190 @@ class TestBaselines:
         assert lines[0].startswith("  c=10: Responses adds 0.25 ms less than chat to TTFT")
         assert "0.50 ms more to total" in lines[0]
         assert "Bedrock adds 1.50 ms more than chat" in lines[1]
+
+
+# CPU per call, the floor's framing, cold-start ratios, the per-level tables.
+
+# A /proc/<pid>/stat line whose command name holds spaces and a `)`: utime 250, stime 50, cutime 7, cstime 3.
+PROC_STAT = ("4242 (python -m ) x) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 50 7 3 20 0 3 0 12345 "
+             "300000000 12000 18446744073709551615 1 1 0 0 0 0 0 16781312 134235650 0 0 0 17 1 0 0 0 0 0")
+
+
+class TestCpu:
+    def test_parse_proc_stat_counts_fields_from_the_last_parenthesis(self):
+        assert parse_proc_stat(PROC_STAT) == ProcStat(pid=4242, pgrp=4242, ticks=300, children_ticks=10)
+
+    def test_group_sums_its_members_and_the_leaders_reaped_children(self):
+        stats = [ProcStat(10, 10, 100, 5), ProcStat(11, 10, 40, 99), ProcStat(12, 99, 1000, 0)]
+        assert group_ticks(stats, 10) == 100 + 40 + 5  # 11's own children are not counted, 12 is elsewhere
+        assert group_ticks(stats, 11) is None  # not a group leader
+        assert group_ticks([], 10) is None
+
+    def test_ticks_to_seconds(self):
+        assert ticks_to_s(250, per_s=100) == pytest.approx(2.5)
+
+    def test_account_sums_the_deltas_of_its_batches_over_the_calls_sent(self):
+        account = CpuAccount()
+        account.add(1.00, 1.03, 10)
+        account.add(5.00, 5.01, 10)  # other targets ran in between: their time is not in the sum
+        assert account.seconds == pytest.approx(0.04)
+        assert account.calls == 20 and account.batches == 2
+        assert account.ms_per_call == pytest.approx(2.0)
+
+    def test_account_without_calls_or_with_a_missing_reading_has_no_figure(self):
+        assert CpuAccount().ms_per_call is None
+        account = CpuAccount()
+        account.add(1.0, 1.1, 10)
+        account.add(None, 2.0, 10)
+        assert account.unread == 1 and account.ms_per_call is None
+
+    def test_time_going_backwards_leaves_no_figure(self):
+        account = CpuAccount()
+        account.add(1.0, 1.1, 10)
+        account.add(2.0, 1.0, 10)  # not the same group any more: no honest delta
+        assert account.unread == 1 and account.ms_per_call is None
+
+    def test_results_charge_server_and_upstream_separately(self):
+        out = Results()
+        out.add_cpu("gw-asgi", CpuReadings(1.0, 3.0), CpuReadings(1.05, 3.02), 10)
+        out.add_cpu("direct", CpuReadings(3.02, None), CpuReadings(3.04, None), 10)
+        assert out.cpu["gw-asgi"].ms_per_call == pytest.approx(5.0)
+        assert out.upstream_cpu["gw-asgi"].ms_per_call == pytest.approx(2.0)
+        assert out.cpu["direct"].ms_per_call == pytest.approx(2.0) and "direct" not in out.upstream_cpu
+
+    def test_readings_of_a_target(self):
+        seen = {7: 1.5, 9: 0.25}
+        target = Target("gw-asgi", "http://h/v1", "m", pid=7, upstream_pid=9)
+        assert CpuReadings.of(target, seen.get) == CpuReadings(1.5, 0.25)
+        assert CpuReadings.of(Target("x", "http://h/v1", "m"), seen.get) == CpuReadings()
+        assert CpuReadings.of(target, None) == CpuReadings()
+
+
+def cpu_results(p50s_ms: dict[str, tuple[float, float]], cpu_ms: dict[str, float]) -> Results:
+    out = results(p50s_ms)
+    for name, per_call in cpu_ms.items():
+        out.add_cpu(name, CpuReadings(10.0), CpuReadings(10.0 + per_call * 3 / 1000), 3)
+    return out
+
+
+class TestLevelWithCpu:
+    def test_cpu_per_call_and_the_gateway_over_the_floor(self):
+        level = load_level(cpu_results({"direct": (1.0, 20.0), "floor": (1.25, 20.5), "gw-asgi": (2.0, 22.0)},
+                                       {"direct": 1.0, "floor": 0.5, "gw-asgi": 2.0}))
+        assert level["gw-asgi"]["cpu_ms_per_call"] == pytest.approx(2.0)
+        assert level["floor"]["added_ttft_p50_ms"] == pytest.approx(0.25)
+        assert level["gw-asgi"]["ttft_p50_minus_floor_ms"] == pytest.approx(0.75)
+        assert level["gw-asgi"]["cpu_ms_per_call_minus_floor"] == pytest.approx(1.5)
+        assert "ttft_p50_minus_floor_ms" not in level["floor"]
+
+    def test_no_cpu_reading_leaves_the_column_empty(self):
+        level = load_level(results({"direct": (1.0, 2.0), "gw-asgi": (2.0, 3.0)}))
+        assert level["gw-asgi"]["cpu_ms_per_call"] is None and level["gw-asgi"]["cpu"] is None
+
+    def test_one_table_per_level_with_the_floor_beside_the_gateway(self):
+        level = load_level(cpu_results({"gw-asgi": (2.0, 22.0), "direct": (1.0, 20.0), "floor": (1.25, 20.5)},
+                                       {"direct": 1.0, "floor": 0.5, "gw-asgi": 2.0}))
+        load = {"settings": {"requests_per_target": 3, "tokens": 20, "targets": ["gw-asgi", "direct", "floor"],
+                             "upstream": "spaced", "pause_ms": 2}, "levels": {"1": level, "10": level}}
+        lines = format_load(load)
+        assert sum(line == " c=1" for line in lines) == 1 and " c=10" in lines
+        rows = [line.split()[0] for line in lines[lines.index(" c=1") + 2:lines.index(" c=1") + 5]]
+        assert rows == ["direct", "floor", "gw-asgi"]
+        gateway_row = next(line for line in lines if line.startswith("  gw-asgi ") and "1.00" in line)
+        assert gateway_row.split()[1:6] == ["2.00", "2.40", "2.49", "1.00", "2.00"]  # p50 p90 p99 +TTFT CPU
+        assert "  gw-asgi over the floor: +0.75 ms TTFT p50, +1.50 ms CPU per call" in lines
+
+
+class TestBodyFraming:
+    CHUNKED = b"5\r\nhello\r\n1a;ext=1\r\n" + b"x" * 26 + b"\r\n0\r\n\r\n"
+
+    @pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 1000])
+    def test_chunked_ends_after_the_zero_chunk_split_anywhere(self, size):
+        framing = BodyFraming("chunked")
+        taken = 0
+        for offset in range(0, len(self.CHUNKED), size):
+            assert not framing.done
+            taken += framing.feed(self.CHUNKED[offset:offset + size])
+        assert framing.done and taken == len(self.CHUNKED)
+
+    def test_chunked_with_trailers_and_bytes_after_the_end(self):
+        framing = BodyFraming("chunked")
+        body = b"3\r\nabc\r\n0\r\nx-trailer: 1\r\n\r\n"
+        assert framing.feed(body + b"HTTP/1.1 200 OK") == len(body) and framing.done
+        assert framing.feed(b"more") == 0
+
+    def test_not_done_before_the_last_crlf(self):
+        framing = BodyFraming("chunked")
+        framing.feed(self.CHUNKED[:-1])
+        assert not framing.done
+        assert framing.feed(b"\n") == 1 and framing.done
+
+    def test_a_chunk_holding_what_looks_like_a_zero_chunk_is_data(self):
+        framing = BodyFraming("chunked")
+        framing.feed(b"7\r\n0\r\n\r\nab\r\n")
+        assert not framing.done
+
+    def test_content_length_and_no_body(self):
+        framing = BodyFraming("length", 5)
+        assert framing.feed(b"hel") == 3 and not framing.done
+        assert framing.feed(b"lo+next") == 2 and framing.done
+        assert BodyFraming("length", 0).done and BodyFraming("none").done
+
+    def test_framing_of_a_response(self):
+        assert BodyFraming.of_response(200, {"transfer-encoding": "chunked"}, "POST").kind == "chunked"
+        assert BodyFraming.of_response(200, {"content-length": "12"}, "GET").kind == "length"
+        assert BodyFraming.of_response(204, {}, "GET").kind == "none"
+        assert BodyFraming.of_response(200, {"content-length": "12"}, "HEAD").kind == "none"
+        assert BodyFraming.of_response(200, {}, "GET").kind == "close"
+
+    def test_bad_sizes_are_errors(self):
+        with pytest.raises(FramingError):
+            BodyFraming("chunked").feed(b"zz\r\n")
+        with pytest.raises(FramingError):
+            BodyFraming.of_response(200, {"content-length": "-1"}, "GET")
+
+
+class TestTakeRequest:
+    REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n"
+               b"Connection: keep-alive\r\n\r\n{}{}")
+
+    def test_a_whole_request_and_what_follows(self):
+        raw, method, close, rest = take_request(self.REQUEST + b"GET / HTTP/1.1\r\n")
+        assert raw == self.REQUEST and method == "POST" and not close and rest == b"GET / HTTP/1.1\r\n"
+
+    def test_incomplete_head_or_body_waits(self):
+        assert take_request(self.REQUEST[:20]) is None
+        assert take_request(self.REQUEST[:-1]) is None
+
+    def test_close_and_no_body(self):
+        raw, method, close, rest = take_request(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert method == "GET" and close and rest == b""
+
+    def test_chunked_requests_are_refused(self):
+        with pytest.raises(FramingError):
+            take_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+    def test_parse_head_lowercases_names(self):
+        start, headers = parse_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-A:  b \r\n\r\n")
+        assert start == "HTTP/1.1 200 OK" and headers == {"content-type": "text/event-stream", "x-a": "b"}
+
+
+class TestColdStartRatios:
+    def test_median_ratio(self):
+        assert median_ratio([850.0, 900.0, 800.0], [1000.0, 900.0, 1100.0]) == pytest.approx(850 / 1000)
+        assert median_ratio([], [1.0]) is None and median_ratio([1.0], []) is None
+        assert median_ratio([1.0], [0.0]) is None
+
+    def test_each_gateway_against_the_bare_proxy(self):
+        trials = [Trial("bare", 0.50, 0.60, 0.020, 0.003), Trial("gateway", 0.40, 0.45, 0.030, 0.004),
+                  Trial("gateway-base", 0.70, 0.80, 0.020, 0.004), Trial("bare", 0.70, 0.80, 0.020, 0.003),
+                  Trial("gateway", 0.60, 0.65, 0.030, 0.004), Trial("gateway-base", 0.90, 1.00, 0.020, 0.004)]
+        summary = summarize_trials(trials)
+        assert summary["trials_per_app"] == 2 and list(summary["apps"]) == ["bare", "gateway", "gateway-base"]
+        assert summary["apps"]["bare"]["start_to_first_token_ms"]["median"] == pytest.approx(700.0)
+        assert summary["ratios"]["gateway"]["start_to_first_token"] == pytest.approx(550 / 700)
+        assert summary["ratios"]["gateway"]["health"] == pytest.approx(500 / 600)
+        assert summary["ratios"]["gateway-base"]["start_to_first_token"] == pytest.approx(900 / 700)
+        assert summary["start_to_first_token_ratio"] == summary["ratios"]["gateway"]["start_to_first_token"]
+        assert summary["first_minus_warm_ms"]["median"] == pytest.approx(26.0)
+        assert "bare" not in summary["ratios"]

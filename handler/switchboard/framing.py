@@ -57,7 +57,8 @@ class ChatFramer:
                                             "logprobs": None, "finish_reason": None}]}))
 
     def failed(self, message: str, code: str | None) -> bytes:
-        return sse_data(dumps(error_body(message, "upstream_error", code=code)))
+        """An error event, then the stream's end: a client waiting for [DONE] is not left waiting."""
+        return sse_data(dumps(error_body(message, "upstream_error", code=code))) + SSE_DONE
 
     def done(self) -> bytes:
         return SSE_DONE

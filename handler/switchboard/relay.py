@@ -216,10 +216,10 @@ class Relay:
                 if name:
                     record.tool_calls.append(name)
             record.outcome = choices[0].get("finish_reason") or "stop"
-        await self._record(record, clock, chat=chat)
         framer = framer or ChatFramer(record, False)
-        return Response(dumps(framer.completion(completion)), media_type="application/json",
-                        headers={"x-request-id": record.request_id})
+        body = dumps(framer.completion(completion))  # framed before the record: a failure here is still one record
+        await self._record(record, clock, chat=chat)
+        return Response(body, media_type="application/json", headers={"x-request-id": record.request_id})
 
     async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None,
                       chat: ChatRequest | None = None) -> None:

@@ -118,8 +118,7 @@ def test_read_timeout_after_the_first_token_ends_the_stream_with_an_error_event(
                               "simulator": {"tokens": 5, "gap_ms": 2000}})
     assert response.status_code == 200
     assert response.text.startswith('data: {"id"') and "(simulated)" in response.text
-    assert response.text.rstrip().endswith('"code":"timeout"}}')
-    assert "[DONE]" not in response.text
+    assert response.text.rstrip().endswith('"code":"timeout"}}\n\ndata: [DONE]')  # the error, then the end
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-sim", "anthropic/claude-sim"])
@@ -128,8 +127,7 @@ def test_mid_stream_failure_ends_with_error_event(gateway, model, fault):
     response = post(gateway, {"model": model, "messages": HELLO, "stream": True, "simulator": fault})
     assert response.status_code == 200
     events = [e for e in response.content.split(b"\n\n") if e]
-    assert b"[DONE]" not in response.content
-    assert events[-1].startswith(b'data: {"error":')
+    assert events[-2].startswith(b'data: {"error":') and events[-1] == b"data: [DONE]"  # the error, then the end
     assert response.content.endswith(b"\n\n")  # whole events only, never half a JSON object
     record = gateway.records[-1]
     assert record.status == 502 and record.outcome == "stream_error"

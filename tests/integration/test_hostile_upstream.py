@@ -111,12 +111,12 @@ def assert_openai_error(response: httpx.Response, status: int = 502) -> dict:
 
 
 def assert_ended_with_error_event(response: httpx.Response) -> dict:
-    """A stream that ends, cleanly framed, with an error event and no [DONE]."""
+    """A stream that ends, cleanly framed, with an error event and then [DONE]."""
     assert response.status_code == 200, response.text[:500]
     assert response.content.endswith(b"\n\n"), response.content[-200:]
     events = data_events(response)
-    assert events and b"[DONE]" not in events, response.content[-300:]
-    return json.loads(events[-1])["error"]
+    assert len(events) >= 2 and events[-1] == b"[DONE]", response.content[-300:]
+    return json.loads(events[-2])["error"]
 
 
 def assert_recorded_as_upstream_failure(gateway, status: int = 502) -> None:
@@ -333,9 +333,13 @@ def test_one_sse_event_is_capped_at_1_mib_after_the_first_token(start_gateway, h
 
 
 async def flood_of_tiny_chunks(peer: Peer, request: ReceivedRequest) -> None:
-    """A first token, then an endless run of one-byte chunks of an event that never ends."""
-    await peer.send(SSE_HEAD + b"".join(chunk(event) for event in FIRST_TOKEN) + chunk(b"data: "))
-    await peer.flood(b"1\r\na\r\n" * 8192, 200 * MIB)
+    """A first token, then keep-alive comments one byte to a chunk, as fast as the socket takes them.
+
+    Comments, not one endless event: the 1 MiB event cap would end that within ~2 s, and the flood must
+    outlast the test's timings by far, so that a loop it held would fail them many times over."""
+    tiny = b"".join(b"1\r\n" + bytes([byte]) + b"\r\n" for byte in b": ping\n\n")
+    await peer.send(SSE_HEAD + b"".join(chunk(event) for event in FIRST_TOKEN))
+    await peer.flood(tiny * 1024, 200 * MIB)
     await peer.hold(20)
 
 
@@ -373,9 +377,11 @@ def test_health_and_other_callers_stay_fast_while_an_upstream_misbehaves(start_g
                                       "messages": [{"role": "user", "content": "hi"}]})
         other_caller = started.seconds
     assert streamed_text(simulated).startswith(SIMULATED)
-    # Generous: the flood, the gateway and this client share one process (and its GIL) on a busy machine.
-    assert sorted(health)[5] < 0.3 and max(health) < 1.0, f"/health took {health} s"
-    assert other_caller < 1.0, f"another caller's whole call took {other_caller:.2f} s"
+    # Generous: the flood, the gateway and this client share one process (and its GIL) on a busy machine, where
+    # the median is ~0.15 s, the slowest ~0.5 s and the other call ~1 s. A loop held by the misbehaviour, which
+    # lasts until the victim gives up at 30 s, would keep them waiting far longer than these bounds.
+    assert sorted(health)[5] < 0.5 and max(health) < 2.0, f"/health took {health} s"
+    assert other_caller < 3.0, f"another caller's whole call took {other_caller:.2f} s"
     upstream.stop()
     victim.join(10)
 

@@ -107,7 +107,8 @@ def test_once_a_byte_is_sent_the_stream_is_never_switched(gateway):
                     headers={"x-switchboard-fallbacks": "anthropic/claude-sim"})
     assert response.status_code == 200
     assert content_of(response) == "(simulated) This is"
-    assert response.text.rstrip().splitlines()[-1].startswith('data: {"error"')
+    events = response.text.rstrip().split("\n\n")
+    assert events[-2].startswith('data: {"error"') and events[-1] == "data: [DONE]"
     record = gateway.records[-1]
     assert outcomes(record) == [("gpt-sim", "ok")] and record.status == 502
 
@@ -129,8 +130,9 @@ def test_fallback_header_is_validated(gateway):
 
 def test_buffer_words_keep_speech_flowing(gateway):
     started = time.perf_counter()
+    # The answer comes at 2 s: words that waited for it would miss the 1 s bound twice over.
     with httpx.stream("POST", gateway.base_url + "/chat/completions", timeout=20, json={
-            "model": "openai/slow-700", "messages": HELLO, "stream": True},
+            "model": "openai/slow-2000", "messages": HELLO, "stream": True},
             headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-switchboard-buffer-after-ms": "150"}) as response:
         events = []
         for line in response.iter_lines():
@@ -138,13 +140,13 @@ def test_buffer_words_keep_speech_flowing(gateway):
                 events.append((time.perf_counter() - started, json.loads(line[6:])))
     first_at, first = events[0]
     assert first["choices"][0]["delta"]["content"] == "... "
-    assert 0.15 <= first_at < 0.6
+    assert 0.15 <= first_at < 1.0
     real_at = next(at for at, e in events[1:] if e["choices"] and e["choices"][0]["delta"].get("content"))
-    assert real_at >= 0.7
+    assert real_at >= 2.0
     assert "".join(e["choices"][0]["delta"].get("content") or "" for _, e in events if e["choices"]).startswith(
         "... (simulated)")
     record = gateway.records[-1]
-    assert record.buffer_words is True and record.ttft_ms >= 700  # TTFT is the real answer's
+    assert record.buffer_words is True and record.ttft_ms >= 2000  # TTFT is the real answer's
 
 
 def test_no_buffer_words_when_the_answer_is_quick(gateway):
@@ -202,5 +204,5 @@ def test_total_deadline_ends_a_long_stream(gateway):
     response = post(gateway, "openai/gpt-sim", simulator={"tokens": 40, "gap_ms": 50},
                     headers={"x-switchboard-timeout-ms": "400"})
     assert response.status_code == 200
-    assert response.text.rstrip().endswith('"code":"timeout"}}')
+    assert response.text.rstrip().endswith('"code":"timeout"}}\n\ndata: [DONE]')
     assert gateway.records[-1].status == 504

@@ -53,11 +53,42 @@ class UpstreamRequest:
     secrets: tuple[str, ...] = field(default=(), repr=False)  # keys in the headers: scrubbed from any error text
 
 
+MIN_FRAGMENT = 8  # a key's piece this long, left at a cut, is still worth something to whoever reads it
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """An upstream's error text without the keys we sent it (some hosts echo the Authorization header)."""
     for secret in secrets:
         if secret and len(secret) >= 6 and secret in text:
             text = text.replace(secret, "[redacted]")
+    return text
+
+
+def scrub_bytes(raw: bytes, secrets: Iterable[str | None], *, cut: bool = False) -> bytes:
+    """`raw` as the upstream sent it, minus every key, before anything parses, cuts or wraps it. With `cut`
+    (the read stopped at a cap), a key's first characters left at the end are removed too."""
+    encoded = [secret.encode() for secret in secrets if secret and len(secret) >= 6]
+    for secret in encoded:
+        if secret in raw:
+            raw = raw.replace(secret, b"[redacted]")
+    return _trim_fragment(raw, encoded) if cut else raw
+
+
+def clip(text: str, limit: int, secrets: Iterable[str | None]) -> str:
+    """`text` scrubbed, then cut to `limit` characters without leaving a key's first characters at the cut."""
+    text = scrub(text, secrets)
+    if len(text) <= limit:
+        return text
+    return _trim_fragment(text[:limit], [s for s in secrets if s and len(s) >= 6])
+
+
+def _trim_fragment(text, secrets: list):  # str with str secrets, bytes with bytes secrets
+    """Drop a tail of `text` that is the start (MIN_FRAGMENT characters or more) of a secret."""
+    for secret in secrets:
+        for size in range(min(len(secret) - 1, len(text)), MIN_FRAGMENT - 1, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size]
+                break
     return text
 
 
@@ -86,6 +117,7 @@ async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) 
             raw = b""
         finally:
             response.close()
+        raw = scrub_bytes(raw, request.secrets, cut=len(raw) >= transport.MAX_ERROR_BODY)
         raise error_from_status(response.status, raw, provider, response.headers.get("retry-after"),
                                 request.secrets)
     return response
@@ -110,7 +142,9 @@ async def read_body(response: UpstreamResponse, provider: str, limit: int) -> by
 
 def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None,
                       secrets: Iterable[str | None] = ()) -> UpstreamError:
-    message = scrub(upstream_message(raw) or f"HTTP {status}", secrets)
+    """`raw` has had the keys scrubbed already (`scrub_bytes`); the message is scrubbed again once decoded
+    (a JSON escape can hide a key from the byte scan) and cut without leaving a key's first characters."""
+    message = upstream_message(raw, secrets) or f"HTTP {status}"
     text = f"Upstream provider '{provider}' returned {status}: {message}"
     if status < 400:  # redirects are never followed: they could point anywhere, the metadata address included
         return UpstreamError(502, text + " (redirect not followed)", kind="redirect_refused", upstream_status=status)
@@ -119,19 +153,20 @@ def error_from_status(status: int, raw: bytes, provider: str, retry_after: str |
     return UpstreamError(502, text, kind="http_error", upstream_status=status, retry_after=retry_after)
 
 
-def upstream_message(raw: bytes) -> str:
-    """The human message in an upstream error body (OpenAI and Anthropic shapes), size-capped."""
+def upstream_message(raw: bytes, secrets: Iterable[str | None] = ()) -> str:
+    """The human message in an upstream error body (OpenAI and Anthropic shapes), scrubbed and size-capped."""
+    secrets = tuple(secrets)
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
-        return raw[:300].decode("utf-8", "replace").strip()
+        return clip(raw[:600].decode("utf-8", "replace"), 300, secrets).strip()
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "")[:1000]
+        return clip(str(error.get("message") or error.get("type") or ""), 1000, secrets)
     if isinstance(error, str):
-        return error[:1000]
+        return clip(error, 1000, secrets)
     if isinstance(parsed, dict) and parsed.get("message"):
-        return str(parsed["message"])[:1000]
+        return clip(str(parsed["message"]), 1000, secrets)
     return ""
 
 
@@ -150,14 +185,28 @@ def declared_status(parsed: dict, error: object) -> int | None:
     return None
 
 
-def in_stream_error(provider: str, parsed: dict, error: object, secrets: Iterable[str | None]) -> UpstreamError:
-    """An error event inside a 200 stream: its declared 4xx is passed on (and not retried), else a 502."""
-    text = error_text(error)
-    message = scrub(f"Upstream provider '{provider}' failed mid-stream: {text}", secrets)
-    status = declared_status(parsed, error)
+def in_stream_error(provider: str, raw: bytes, secrets: Iterable[str | None],
+                    status: int | None = None) -> UpstreamError:
+    """An error event inside a 200 stream, from its raw bytes (scrubbed before they are parsed): its declared
+    4xx is passed on (and not retried), else a 502. `status` is what the event's type means, when the caller
+    knows (Anthropic's error types). The upstream's usage, if the event carries it, rides along."""
+    secrets = tuple(secrets)
+    try:
+        parsed = json.loads(scrub_bytes(raw, secrets))
+    except (ValueError, RecursionError):
+        parsed = None
+    parsed = parsed if isinstance(parsed, dict) else {}
+    error = parsed.get("error")
+    message = f"Upstream provider '{provider}' failed mid-stream: {clip(error_text(error, None), 1000, secrets)}"
+    if status is None:
+        status = declared_status(parsed, error)
     if status is not None and status < 500:
-        return UpstreamError(status, message, kind="http_error", upstream_status=status)
-    return UpstreamError(502, message, kind="stream_error", upstream_status=status)
+        failure = UpstreamError(status, message, kind="http_error", upstream_status=status)
+    else:
+        failure = UpstreamError(502, message, kind="stream_error", upstream_status=status)
+    usage = parsed.get("usage")
+    failure.usage = usage if isinstance(usage, dict) else None
+    return failure
 
 
 # --- shapes every translating adapter (Anthropic, Bedrock) shares --------------------------------------------
@@ -204,10 +253,13 @@ def as_dict(value: object) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def error_text(error: object) -> str:
+def error_text(error: object, limit: int | None = 1000) -> str:
+    """An error object's message; cut to `limit` characters (None: whole, for a caller that scrubs and cuts)."""
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or "error")[:1000]
-    return str(error or "error")[:1000]
+        text = str(error.get("message") or error.get("type") or "error")
+    else:
+        text = str(error or "error")
+    return text if limit is None else text[:limit]
 
 
 async def read_events(response: UpstreamResponse, provider: str, is_last: Callable[[bytes, bytes], bool] | None = None

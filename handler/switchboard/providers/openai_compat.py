@@ -94,10 +94,7 @@ def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> tuple[bytes,
     if not isinstance(parsed, dict):
         return data, None
     if parsed.get("error"):  # OpenRouter sends it beside choices and usage: still the end of the answer
-        error = in_stream_error(provider, parsed, parsed["error"], secrets)
-        usage = parsed.get("usage")
-        error.usage = usage if isinstance(usage, dict) else None
-        raise error
+        raise in_stream_error(provider, data, secrets)
     if _flatten_content_parts(parsed):
         data = dumps(parsed)  # rewritten to the shape OpenAI's clients parse
     problem = chunk_problem(parsed)
@@ -196,14 +193,15 @@ async def complete(client: UpstreamClient, route: Route, body: dict, settings: S
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
         parsed = None
-    if not isinstance(parsed, dict) or completion_problem(parsed):
+    problem = completion_problem(parsed) if isinstance(parsed, dict) else "not a JSON object"
+    if problem:
         raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
-                            "a chat completion.", kind="http_error")
+                            f"a chat completion ({problem}).", kind="http_error")
     return parsed
 
 
 def completion_problem(completion: dict) -> str | None:
-    """What is wrong with a chat.completion's shape, or None."""
+    """What is wrong with a chat.completion's shape, or None: the checks `chunk_problem` makes of a chunk."""
     usage = completion.get("usage")
     if usage is not None and not isinstance(usage, dict):
         return "usage is not an object"
@@ -211,7 +209,12 @@ def completion_problem(completion: dict) -> str | None:
     if not isinstance(choices, list):
         return "choices is not an array"
     for choice in choices:
-        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(choice, dict):
+            return "a choice is not an object"
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            return "finish_reason is not a string"
+        message = choice.get("message")
         if not isinstance(message, dict):
             return "a choice has no message object"
         problem = _delta_problem(message)

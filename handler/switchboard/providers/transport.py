@@ -17,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import socket
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.helpers import _EXC_SENTINEL
 from yarl import URL
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_CHECKED_HOSTS = 10_000  # caller-named hosts remembered as "connect only where checked"
 DRAIN_BYTES = 64 * 1024
 
 
@@ -59,13 +64,17 @@ class CheckedResolver(AbstractResolver):
     def __init__(self, resolve_checked: Resolve, is_internal: IsInternal) -> None:
         self.resolve_checked = resolve_checked
         self.is_internal = is_internal
-        self.checked_hosts: set[str] = set()
+        self.checked_hosts: OrderedDict[str, None] = OrderedDict()  # oldest first
         self._default: aiohttp.ThreadedResolver | None = None  # bound to a loop: made on first use
 
     def require_check(self, host: str) -> None:
-        if len(self.checked_hosts) > 10_000:
-            self.checked_hosts.clear()
-        self.checked_hosts.add(host)
+        """From now on `host` resolves only to checked addresses. Past MAX_CHECKED_HOSTS the host named longest
+        ago is forgotten, one at a time: a call's host is named again (and checked again) before it connects,
+        so a host in use is never dropped between its check and its connect, as clearing them all could."""
+        self.checked_hosts[host] = None
+        self.checked_hosts.move_to_end(host)
+        while len(self.checked_hosts) > MAX_CHECKED_HOSTS:
+            self.checked_hosts.popitem(last=False)
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
                       ) -> list[ResolveResult]:
@@ -89,8 +98,40 @@ class CheckedResolver(AbstractResolver):
 _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("switchboard_reused", default=False)
 
 
+class _BodyEndingHandler(ResponseHandler):
+    """aiohttp's protocol, with one guarantee added: a body that cannot go on is failed, never left waiting.
+
+    With aiohttp's C parser, a framing error inside a chunked body (a negative or non-hex chunk size after the
+    first chunk) closes the connection and marks the protocol failed, but the body's reader is never told:
+    `readany()` waits forever, the read timeout dropped with it, and the caller's stream stays open with it.
+    Here whatever fails the protocol, or closes the connection before the body's end, fails the body too.
+    """
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException = _EXC_SENTINEL) -> None:
+        payload = self._payload
+        super().set_exception(exc, exc_cause)
+        if payload is not None:  # next turn of the loop: aiohttp's own error for it (a read timeout) goes first
+            self._loop.call_soon(_fail_body, payload, exc)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        payload = self._payload
+        super().connection_lost(exc)
+        if payload is not None:
+            self._loop.call_soon(_fail_body, payload, exc)
+
+
+def _fail_body(payload: aiohttp.StreamReader, exc: BaseException | None) -> None:
+    if not payload.is_eof() and payload.exception() is None:
+        payload.set_exception(aiohttp.ClientPayloadError(f"the response body broke off ({type(exc).__name__})"))
+
+
 class _CleanConnector(aiohttp.TCPConnector):
-    """A TCPConnector that never hands out a pooled connection with unread bytes waiting on it."""
+    """A TCPConnector that never hands out a pooled connection with unread bytes waiting on it, and whose
+    connections fail a broken body rather than leave it waiting (_BodyEndingHandler)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._factory = functools.partial(_BodyEndingHandler, loop=self._loop)
 
     async def _get(self, key, traces):  # type: ignore[override]
         while True:
@@ -197,9 +238,12 @@ class UpstreamClient:
 
     def require_check(self, host: str, port: int) -> None:
         """From now on `host` connects only to checked addresses; forget any answer cached without a check."""
-        if self.resolver is None or host in self.resolver.checked_hosts:
+        if self.resolver is None:
             return
-        self.resolver.require_check(host)
+        known = host in self.resolver.checked_hosts
+        self.resolver.require_check(host)  # named again: the last to be forgotten
+        if known:
+            return
         if self._session is not None and not self._session.closed:
             self._session.connector.clear_dns_cache(host, port)  # type: ignore[union-attr]
 

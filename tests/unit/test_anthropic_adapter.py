@@ -156,6 +156,143 @@ def test_max_tokens_default_and_overrides():
     assert _request(max_tokens=True)["max_tokens"] == 321
 
 
+# --- reasoning_effort -> extended thinking ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "version"), [
+    ("claude-opus-4-7", (4, 7)), ("claude-sonnet-4-6", (4, 6)), ("claude-sonnet-4-5-20250929", (4, 5)),
+    ("claude-opus-4-20250514", (4, 0)), ("claude-opus-4-1-20250805", (4, 1)), ("claude-sonnet-5", (5, 0)),
+    ("claude-opus-5-5", (5, 5)), ("claude-3-7-sonnet-20250219", (3, 7)), ("claude-3-haiku-20240307", (3, 0)),
+    ("claude-haiku-4-5", (4, 5)), ("claude-sim", None), ("gpt-4o", None)])
+def test_the_claude_version_comes_from_the_model_name(model, version):
+    assert anthropic.claude_version(model) == version
+
+
+def _thinking(model: str = "claude-sonnet-4-5", **fields) -> dict:
+    payload = anthropic.messages_request({"messages": [{"role": "user", "content": "hi"}], **fields}, model, SETTINGS,
+                                         stream=True)
+    return {name: payload[name] for name in ("max_tokens", "thinking", "output_config", "temperature", "top_p")
+            if name in payload}
+
+
+@pytest.mark.parametrize(("effort", "older", "adaptive"), [
+    ("low", {"type": "enabled", "budget_tokens": 1024}, "low"),
+    ("medium", {"type": "enabled", "budget_tokens": 4096}, "medium"),
+    ("high", {"type": "enabled", "budget_tokens": 16384}, "high"),
+    ("xhigh", {"type": "enabled", "budget_tokens": 32768}, "max"),
+    ("max", {"type": "enabled", "budget_tokens": 32768}, "max")])
+def test_each_effort_as_a_budget_on_older_claude_and_adaptive_on_4_6_and_later(effort, older, adaptive):
+    budget = anthropic.THINKING_BUDGETS[effort]
+    assert _thinking(reasoning_effort=effort) == {"max_tokens": 321 + budget, "thinking": older}
+    for model in ("claude-sonnet-4-6", "claude-opus-4-7", "claude-sonnet-5-20270101"):
+        assert _thinking(model, reasoning_effort=effort) == {
+            "max_tokens": 321 + budget, "thinking": {"type": "adaptive"}, "output_config": {"effort": adaptive}}
+
+
+@pytest.mark.parametrize("effort", ["none", "minimal", None])
+def test_none_minimal_and_absent_leave_thinking_off(effort):
+    assert _thinking("claude-opus-4-7", reasoning_effort=effort) == {"max_tokens": 321}
+
+
+@pytest.mark.parametrize("effort", ["extreme", "", 1, True, ["high"], {"effort": "high"}])
+def test_an_effort_openai_does_not_define_is_a_400(effort):
+    from switchboard.protocol import GatewayError
+
+    with pytest.raises(GatewayError) as caught:
+        _thinking(reasoning_effort=effort)
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "reasoning_effort",
+                                                                          "invalid_reasoning_effort")
+
+
+def test_the_client_s_max_tokens_stays_and_halves_into_the_budget():
+    assert _thinking(reasoning_effort="max", max_tokens=100000)["thinking"]["budget_tokens"] == 32768
+    assert _thinking(reasoning_effort="high", max_completion_tokens=5000, max_tokens=99) == {
+        "max_tokens": 5000, "thinking": {"type": "enabled", "budget_tokens": 2500}}
+    assert _thinking(reasoning_effort="low", max_tokens=2048) == {
+        "max_tokens": 2048, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert _thinking(reasoning_effort="low", max_tokens=2047) == {"max_tokens": 2047}  # under the minimum: off
+    assert _thinking("claude-opus-4-7", reasoning_effort="high", max_tokens=500) == {
+        "max_tokens": 500, "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}
+
+
+def test_with_thinking_temperature_stays_only_at_1_and_top_p_only_from_0_95():
+    assert _thinking(reasoning_effort="low", temperature=0.7, top_p=0.9).keys() == {"max_tokens", "thinking"}
+    assert _thinking(reasoning_effort="low", temperature=2, top_p=0.95)["temperature"] == 1.0  # capped to 1, kept
+    assert _thinking(reasoning_effort="low", temperature=1, top_p=0.95)["top_p"] == 0.95
+    assert _thinking(temperature=0.7, top_p=0.9) == {"max_tokens": 321, "temperature": 0.7, "top_p": 0.9}
+
+
+@pytest.mark.parametrize(("tool_choice", "thinks"), [
+    ("required", False), ({"type": "function", "function": {"name": "get_weather"}}, False), ("auto", True),
+    ("none", True), (None, True)])
+def test_a_forced_tool_turns_thinking_off(tool_choice, thinks):
+    fields = {"tools": [WEATHER_TOOL], "reasoning_effort": "high"}
+    if tool_choice is not None:
+        fields["tool_choice"] = tool_choice
+    assert ("thinking" in _thinking(**fields)) is thinks
+    assert "thinking" in _thinking(tool_choice="required", reasoning_effort="high")  # no tools: nothing forced
+
+
+CALL = {"role": "assistant", "content": "Checking.", "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]}
+RESULT = {"role": "tool", "tool_call_id": "call_1", "content": "18C"}
+ASK = {"role": "user", "content": "Weather in Paris?"}
+
+
+@pytest.mark.parametrize(("messages", "thinks"), [
+    ([ASK], True),
+    ([ASK, CALL, RESULT], False),  # the tool-use turn in progress
+    ([ASK, CALL, RESULT, RESULT], False),
+    ([ASK, CALL, RESULT, {"role": "user", "content": "And Rome?"}], False),  # still answering the tool call
+    ([ASK, CALL, RESULT, {"role": "assistant", "content": "18C."}, {"role": "user", "content": "Thanks"}], True),
+    ([ASK, {"role": "assistant", "content": "It is"}], False),  # a prefill
+    ([ASK, CALL], False),  # ends with the assistant
+    ([{"role": "assistant", "content": "Hello!"}, ASK], True),  # an agent's greeting is no prefill
+])
+def test_tool_use_turns_in_progress_and_prefills_answer_without_thinking(messages, thinks):
+    payload = anthropic.messages_request({"messages": messages, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
+                                         "claude-opus-4-7", SETTINGS, stream=True)
+    assert ("thinking" in payload) is thinks and ("output_config" in payload) is thinks
+
+
+def test_a_message_with_thinking_gives_reasoning_content_and_drops_signatures_and_redacted_thinking():
+    completion = anthropic.completion_from_message({
+        "id": "msg_t", "type": "message", "model": "claude-opus-4-7", "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 20},
+        "content": [{"type": "thinking", "thinking": "Let me see. ", "signature": "sig-secret-ish"},
+                    {"type": "redacted_thinking", "data": "ENCRYPTED-BLOB"},
+                    {"type": "thinking", "thinking": "391.", "signature": "sig-2"},
+                    {"type": "text", "text": "It is 391."}]}, created=1)
+    ChatCompletion.model_validate(completion)
+    message = completion["choices"][0]["message"]
+    assert message["content"] == "It is 391." and message["reasoning_content"] == "Let me see. 391."
+    assert "sig-" not in json.dumps(completion) and "ENCRYPTED" not in json.dumps(completion)
+    assert "reasoning_content" not in anthropic.completion_from_message(
+        {"id": "m", "content": [{"type": "text", "text": "hi"}]})["choices"][0]["message"]
+
+
+def test_the_translator_drops_signature_deltas_and_redacted_thinking_blocks():
+    translator = anthropic.StreamTranslator("claude-x", created=1)
+    events = [
+        {"type": "message_start", "message": {"id": "msg_r", "model": "claude-x", "usage": {"input_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "redacted_thinking", "data": "BLOB"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "thinking", "thinking": "",
+                                                                      "signature": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "thinking_delta", "thinking": "Hm."}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "signature_delta", "signature": "SIG"}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "text_delta", "text": "Yes."}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    chunks = [chunk for event in events for chunk in translator.feed(event)]
+    assert [c["choices"][0]["delta"] for c in chunks if c["choices"]] == [
+        {"role": "assistant", "content": ""}, {"reasoning_content": "Hm."}, {"content": "Yes."}, {}]
+    assert "SIG" not in json.dumps(chunks) and "BLOB" not in json.dumps(chunks)
+
+
 # --- stream translation without I/O ---------------------------------------------------------------
 
 
@@ -393,6 +530,62 @@ def test_simulator_rejects_missing_max_tokens(simulator):
     assert response.status_code == 400
     assert response.json() == {"type": "error", "error": {"type": "invalid_request_error",
                                                           "message": "max_tokens: Field required"}}
+
+
+def test_a_thinking_stream_over_socket(simulator):
+    """The simulated Anthropic streams thinking (thinking_delta, then signature_delta) before the text."""
+    app, base_url = simulator
+    route = Route(provider="anthropic", adapter="anthropic", model="claude-opus-4-7", base_url=base_url,
+                  api_key="sk-ant-test-fake", requested_model="anthropic/claude-opus-4-7")
+
+    async def run() -> list[bytes]:
+        async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
+            return [raw async for batch in anthropic.stream(client, route, _body(reasoning_effort="high"), SETTINGS)
+                    for raw, _ in batch]
+
+    raws = asyncio.run(run())
+    assert app.requests[-1]["thinking"] == {"type": "adaptive"}
+    deltas = [json.loads(raw)["choices"][0]["delta"] for raw in raws if json.loads(raw)["choices"]]
+    assert [d for d in deltas if "reasoning_content" in d] == [
+        {"reasoning_content": "Thinking"}, {"reasoning_content": " it over"}, {"reasoning_content": " it over"}]
+    first_word = next(i for i, d in enumerate(deltas) if d.get("content"))
+    assert all("reasoning_content" not in d for d in deltas[first_word:])
+    assert b"signature" not in b"".join(raws)
+
+
+@pytest.mark.parametrize(("fields", "model", "message"), [
+    ({"thinking": {"type": "enabled", "budget_tokens": 1023}, "max_tokens": 4000}, "claude-sonnet-4-5",
+     "greater than or equal to 1024"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 2048}, "claude-sonnet-4-5",
+     "`max_tokens` must be greater than `thinking.budget_tokens`"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2048}, "max_tokens": 4096}, "claude-opus-4-7",
+     "thinking.type.enabled is not supported for this model"),
+    ({"thinking": {"type": "adaptive"}, "max_tokens": 4096}, "claude-sonnet-4-5", "adaptive thinking is not supported"),
+    ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "xhigh"}, "max_tokens": 4096}, "claude-opus-4-7",
+     "output_config.effort"),
+    ({"thinking": {"type": "adaptive"}, "temperature": 0.5, "max_tokens": 4096}, "claude-opus-4-7",
+     "temperature may only be set to 1"),
+    ({"thinking": {"type": "adaptive"}, "top_p": 0.9, "max_tokens": 4096}, "claude-opus-4-7", "top_p must be"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 4096, "tool_choice": {"type": "any"},
+      "tools": [{"name": "t", "input_schema": {"type": "object"}}]}, "claude-sonnet-4-5",
+     "Thinking may not be enabled when tool_choice forces tool use."),
+    ({"thinking": {"type": "adaptive"}, "max_tokens": 4096, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+            {"type": "tool_use", "id": "t1", "name": "t", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]},
+     "claude-opus-4-7", "a final `assistant` message must start with a thinking block"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 4096, "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "It is"}]},
+     "claude-sonnet-4-5", "a final `assistant` message must start with a thinking block"),
+])
+def test_the_simulator_refuses_what_anthropic_refuses_with_thinking(simulator, fields, model, message):
+    _, base_url = simulator
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **fields}
+    response = httpx.post(f"{base_url}/v1/messages", json=body, timeout=5)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+    assert message in error["error"]["message"]
 
 
 def test_translator_survives_malformed_events():

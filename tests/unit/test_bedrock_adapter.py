@@ -17,7 +17,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials, RefreshableCredentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.serialize import create_serializer
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -37,7 +37,7 @@ from switchboard.simulator.bedrock_api import (
     exception_message,
     request_problem,
 )
-from tests.conftest import EXTRA_SECRETS
+from tests.conftest import EXTRA_SECRETS, LOGS
 
 ACCESS_KEY = "AKIDTESTFAKEUNIT0001"
 SECRET = "bedrock-unit-secret-fake-0123456789"
@@ -237,6 +237,233 @@ def test_images_travel_as_bytes_and_web_urls_are_refused():
         with pytest.raises(GatewayError) as caught:
             bedrock.converse_request({"messages": [{"role": "user", "content": [part]}]})
         assert caught.value.status == 400
+
+
+# --- reasoning_effort -> additionalModelRequestFields ------------------------------------------------
+
+
+def _reasoning(model: str, **fields) -> dict:
+    payload = bedrock.converse_request({"messages": HELLO, **fields}, model, default_max_tokens=321)
+    assert request_problem(payload, model, streaming=True) is None  # the simulated model's native API takes it
+    return {name: payload[name] for name in ("additionalModelRequestFields", "inferenceConfig") if name in payload}
+
+
+CLAUDE_OLD = ["anthropic.claude-3-7-sonnet-20250219-v1:0", MODEL, "eu.anthropic.claude-sonnet-4-5-20250929-v1:0",
+              "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-opus-4-1-20250805-v1:0"]
+CLAUDE_ADAPTIVE = ["global.anthropic.claude-sonnet-4-6", "anthropic.claude-opus-4-6-v1", "us.anthropic.claude-opus-4-7",
+                   "arn:aws:bedrock:us-east-1:123456789012:inference-profile/apac.anthropic.claude-sonnet-5-v1:0"]
+NOT_REASONING = ["us.deepseek.r1-v1:0", "meta.llama3-3-70b-instruct-v1:0", "mistral.mistral-large-2407-v1:0",
+                 "amazon.nova-pro-v1:0", "cohere.command-r-plus-v1:0",
+                 "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3"]
+
+
+@pytest.mark.parametrize("effort", ["low", "medium", "high", "xhigh", "max"])
+def test_claude_on_bedrock_gets_the_anthropic_adapter_s_thinking(effort):
+    budget = bedrock.THINKING_BUDGETS[effort]
+    for model in CLAUDE_OLD:
+        assert _reasoning(model, reasoning_effort=effort) == {
+            "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": budget}},
+            "inferenceConfig": {"maxTokens": 321 + budget}}, model
+    for model in CLAUDE_ADAPTIVE:
+        assert _reasoning(model, reasoning_effort=effort) == {
+            "additionalModelRequestFields": {"thinking": {"type": "adaptive"},
+                                             "output_config": {"effort": bedrock.ADAPTIVE_EFFORTS[effort]}},
+            "inferenceConfig": {"maxTokens": 321 + budget}}, model
+
+
+@pytest.mark.parametrize(("effort", "folded"), [("minimal", "low"), ("low", "low"), ("medium", "medium"),
+                                                ("high", "high"), ("xhigh", "high"), ("max", "high")])
+def test_gpt_oss_and_nova_2_get_their_own_fields_folded_to_low_medium_high(effort, folded):
+    for model in ("openai.gpt-oss-120b-1:0", "us.openai.gpt-oss-20b-1:0"):
+        assert _reasoning(model, reasoning_effort=effort, temperature=0.3) == {
+            "additionalModelRequestFields": {"reasoning_effort": folded}, "inferenceConfig": {"temperature": 0.3}}
+    for model in ("amazon.nova-2-lite-v1:0", "global.amazon.nova-2-lite-v1:0"):
+        assert _reasoning(model, reasoning_effort=effort) == {"additionalModelRequestFields": {
+            "reasoningConfig": {"type": "enabled", "maxReasoningEffort": folded}}}
+
+
+@pytest.mark.parametrize("model", CLAUDE_OLD + CLAUDE_ADAPTIVE + NOT_REASONING + ["openai.gpt-oss-120b-1:0",
+                                                                                  "amazon.nova-2-lite-v1:0"])
+def test_none_and_absent_send_nothing(model):
+    assert _reasoning(model, reasoning_effort="none") == {} and _reasoning(model) == {}
+
+
+@pytest.mark.parametrize("model", NOT_REASONING)
+def test_models_that_take_no_effort_get_nothing(model):
+    """DeepSeek R1 always reasons; Llama, Mistral, Nova 1, Cohere never do (nor is an application profile's
+    model known from its ARN): the simulator refuses reasoning fields they do not know, as they would."""
+    assert _reasoning(model, reasoning_effort="high") == {}
+
+
+def test_minimal_is_off_for_claude():
+    assert _reasoning(MODEL, reasoning_effort="minimal") == {}
+
+
+def test_claude_thinking_on_bedrock_keeps_anthropic_s_rules():
+    assert _reasoning(MODEL, reasoning_effort="high", max_tokens=3000, temperature=0.2, top_p=0.5, stop="END") == {
+        "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": 1500}},
+        "inferenceConfig": {"maxTokens": 3000, "stopSequences": ["END"]}}
+    assert _reasoning(MODEL, reasoning_effort="high", max_tokens=2047) == {"inferenceConfig": {"maxTokens": 2047}}
+    assert _reasoning(MODEL, reasoning_effort="low", temperature=1, top_p=0.96)["inferenceConfig"] == {
+        "maxTokens": 321 + 1024, "temperature": 1.0, "topP": 0.96}
+    forced = _reasoning(MODEL, reasoning_effort="high", tools=[WEATHER_TOOL], tool_choice="required")
+    assert "additionalModelRequestFields" not in forced
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    assert "additionalModelRequestFields" not in _reasoning(MODEL, reasoning_effort="high", tools=[WEATHER_TOOL],
+                                                            tool_choice=named)
+    assert "additionalModelRequestFields" in _reasoning(MODEL, reasoning_effort="high", tools=[WEATHER_TOOL])
+
+
+@pytest.mark.parametrize(("tail", "thinks"), [
+    ([], False),  # the tool-use turn in progress
+    ([{"role": "user", "content": "And Rome?"}], False),  # the results still answer the tool call
+    ([{"role": "assistant", "content": "It is 18C."}, {"role": "user", "content": "Thanks"}], True)])
+def test_claude_on_bedrock_answers_a_tool_turn_in_progress_without_thinking(tail, thinks):
+    history = HELLO + [
+        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                              "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"}] + tail
+    fields = _reasoning(MODEL, reasoning_effort="high", tools=[WEATHER_TOOL], messages=history)
+    assert ("additionalModelRequestFields" in fields) is thinks
+    prefill = _reasoning(MODEL, reasoning_effort="high", messages=HELLO + [{"role": "assistant", "content": "It"}])
+    assert prefill == {}
+
+
+@pytest.mark.parametrize("effort", ["extreme", "", 2, None.__class__.__name__])
+def test_an_unknown_effort_is_a_400(effort):
+    with pytest.raises(GatewayError) as caught:
+        bedrock.converse_request({"messages": HELLO, "reasoning_effort": effort}, MODEL)
+    assert (caught.value.status, caught.value.param, caught.value.code) == (400, "reasoning_effort",
+                                                                          "invalid_reasoning_effort")
+
+
+def test_the_claude_tables_are_the_anthropic_adapter_s():
+    from switchboard.providers import anthropic
+
+    for name in ("REASONING_EFFORTS", "NO_THINKING", "THINKING_BUDGETS", "ADAPTIVE_EFFORTS", "ADAPTIVE_SINCE",
+                 "MIN_THINKING_BUDGET", "MIN_TOP_P_THINKING"):
+        assert getattr(bedrock, name) == getattr(anthropic, name), name
+    for model in ("claude-opus-4-7", "claude-3-7-sonnet-20250219", "claude-opus-4-20250514", "claude-sonnet-5",
+                  "claude-sim"):
+        assert bedrock.claude_version("anthropic." + model + "-v1:0") == anthropic.claude_version(model)
+
+
+def test_the_base_model_is_found_as_the_price_catalog_finds_it():
+    from switchboard.ledger.pricing import bedrock_base_model
+
+    for model in [MODEL, PROFILE_ARN, "global.anthropic.claude-sonnet-4-6", "us-gov.anthropic.claude-3-haiku-v1:0",
+                  "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-2-lite-v1:0",
+                  "meta.llama3-8b-instruct-v1:0"]:
+        assert bedrock.base_model_id(model) == bedrock_base_model(model)
+
+
+def test_reasoning_deltas_drop_signatures_and_redacted_content():
+    chunks, _ = _translate([
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"text": "Hm."}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": {"signature": "SIG"}}}),
+        ("contentBlockDelta", {"contentBlockIndex": 1, "delta": {"reasoningContent": {"redactedContent": "QkxPQg=="}}}),
+        ("contentBlockStop", {"contentBlockIndex": 1}),
+        ("contentBlockDelta", {"contentBlockIndex": 2, "delta": {"text": "Yes."}}),
+        ("messageStop", {"stopReason": "end_turn"})])
+    assert _deltas(chunks) == [{"role": "assistant", "content": ""}, {"reasoning_content": "Hm."},
+                               {"content": "Yes."}, {}]
+    assert "SIG" not in json.dumps(chunks) and "QkxPQg" not in json.dumps(chunks)
+
+
+@pytest.mark.parametrize(("model", "extra", "inference", "message"), [
+    (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 1000}}, {"maxTokens": 4000}, "greater than or equal"),
+    (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 4000}}, {"maxTokens": 4000}, "must be greater than"),
+    (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 4096}}, None, "must be greater than"),  # 4096 assumed
+    (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 1024}}, {"maxTokens": 4000, "temperature": 0.5},
+     "temperature may only be set to 1"),
+    (MODEL, {"thinking": {"type": "enabled", "budget_tokens": 1024}}, {"maxTokens": 4000, "topP": 0.5}, "top_p"),
+    ("us.anthropic.claude-opus-4-7", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, {"maxTokens": 4000},
+     "not supported for this model"),
+    (MODEL, {"thinking": {"type": "adaptive"}}, {"maxTokens": 4000}, "adaptive thinking is not supported"),
+    ("openai.gpt-oss-120b-1:0", {"reasoning_effort": "max"}, None, "reasoning_effort must be one of"),
+    ("amazon.nova-2-lite-v1:0", {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": "max"}}, None,
+     "reasoningConfig"),
+    ("meta.llama3-3-70b-instruct-v1:0", {"reasoning_effort": "low"}, None, "extraneous key [reasoning_effort]"),
+    ("openai.gpt-oss-120b-1:0", {"thinking": {"type": "enabled", "budget_tokens": 1024}}, None,
+     "extraneous key [thinking]"),
+])
+def test_the_simulator_refuses_what_each_model_s_native_api_refuses(model, extra, inference, message):
+    payload = {"messages": [{"role": "user", "content": [{"text": "hi"}]}], "additionalModelRequestFields": extra}
+    if inference:
+        payload["inferenceConfig"] = inference
+    assert message in (request_problem(payload, model, streaming=True) or "")
+
+
+def test_the_simulator_wants_claude_s_thinking_block_in_a_tool_turn_and_a_prefill():
+    tool_turn = [{"role": "user", "content": [{"text": "hi"}]},
+                 {"role": "assistant", "content": [{"toolUse": {"toolUseId": "t1", "name": "t", "input": {}}}]},
+                 {"role": "user", "content": [{"toolResult": {"toolUseId": "t1", "content": [{"text": "ok"}]}}]}]
+    config = {"tools": [{"toolSpec": {"name": "t", "inputSchema": {"json": {"type": "object"}}}}]}
+    thinking = {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    for messages, tool_config in ((tool_turn, config), (tool_turn[:1] + [{"role": "assistant",
+                                                                         "content": [{"text": "It"}]}], None)):
+        payload = {"messages": messages, "inferenceConfig": {"maxTokens": 4000},
+                   "additionalModelRequestFields": thinking}
+        if tool_config:
+            payload["toolConfig"] = tool_config
+        assert "must start with a thinking block" in request_problem(payload, MODEL, streaming=True)
+    forced = {"messages": tool_turn[:1], "inferenceConfig": {"maxTokens": 4000},
+              "additionalModelRequestFields": thinking, "toolConfig": {**config, "toolChoice": {"any": {}}}}
+    assert "forces tool use" in request_problem(forced, MODEL, streaming=True)
+
+
+# --- model ids, checked before anything is signed -------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [MODEL, "anthropic.claude-3-haiku-20240307-v1:0", PROFILE_ARN, "deepseek.r1-v1:0",
+                                   "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-micro-v1:0",
+                                   "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
+                                   "x" * 2048, "my_model.v-1:0"])
+def test_model_ids_bedrock_takes(model):
+    bedrock.check_model_id(model)
+
+
+@pytest.mark.parametrize("model", ["", ".", "..", "....", "a/b", "us.anthropic/../x", "x" * 2049, "a b", "a%2Fb",
+                                   "a?b", "a#b", "é", "arn:aws:bedrock:x:y:inference-profile/..",
+                                   "arn:aws:bedrock:x:y:inference-profile/", "arn:aws:bedrock:x:y//z",
+                                   "arn:aws:bedrock:x:y/./z", "/arn:x", "a\nb"])
+def test_model_ids_bedrock_cannot_take_are_the_caller_s_400(model):
+    with pytest.raises(GatewayError) as caught:
+        bedrock.check_model_id(model)
+    error = caught.value
+    assert (error.status, error.param, error.code) == (400, "model", "invalid_model")
+    assert bedrock.MODEL_ID_FORMS in error.message
+
+
+# --- key material: scrubbed before parsing, never left at a cut -------------------------------------------
+
+
+FAKE_KEY = "Zq7Xw9Kp2Lm4Nv6Bt8Rc0Yd3Hf5Gj1SaQe/W+uTz"
+
+
+def _pieces(text: str, key: str = FAKE_KEY) -> list[str]:
+    return [key[i:i + 8] for i in range(len(key) - 7) if key[i:i + 8] in text]
+
+
+@pytest.mark.parametrize("left", [8, 12, 39])
+def test_aws_error_cuts_leave_no_key_prefix(left):
+    message = "m" * (1000 - left) + FAKE_KEY
+    error_type, text = bedrock.aws_error(json.dumps({"message": message}).encode(), {}, (FAKE_KEY, None))
+    assert len(text) <= 1000 and _pieces(text) == [] and text.startswith("mmm")
+    _, text = bedrock.aws_error(b"E" * (300 - left) + FAKE_KEY.encode(), {}, (FAKE_KEY,))
+    assert text.startswith("EEE") and _pieces(text) == []
+    error_type, _ = bedrock.aws_error(b"{}", {"x-amzn-errortype": "T" * (100 - left) + FAKE_KEY}, (FAKE_KEY,))
+    assert error_type.startswith("TTT") and _pieces(error_type) == []
+
+
+def test_stream_exceptions_are_scrubbed_and_cut_clean():
+    error = bedrock.stream_exception("bedrock", "validationException", "leaked " + FAKE_KEY, (FAKE_KEY, None))
+    assert FAKE_KEY not in error.message and "[redacted]" in error.message
+    prefix = "Upstream provider 'bedrock' failed mid-stream: validationException: "
+    error = bedrock.stream_exception("bedrock", "validationException", "m" * (1200 - len(prefix) - 12) + FAKE_KEY,
+                                     (FAKE_KEY,))
+    assert len(error.message) <= 1200 and _pieces(error.message) == []
 
 
 # --- addressing, settings ------------------------------------------------------------------------------
@@ -512,18 +739,22 @@ def test_a_missing_permission_names_the_iam_action_to_grant(bedrock_sim, streame
     assert ("InvokeModelWithResponseStream" in error.message) is streamed
 
 
-def test_wrong_secret_is_refused_as_aws_does_and_the_error_says_where_the_keys_came_from(bedrock_sim, monkeypatch):
+def test_wrong_secret_is_refused_as_aws_does_and_only_the_log_says_where_the_keys_came_from(bedrock_sim, monkeypatch):
     app, base_url = bedrock_sim
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WRONG_SECRET)
+    logged = len(LOGS.lines)
     chunks, error = _stream_until_error(base_url, _body())
     assert chunks == [] and error.status == 403 and not retryable(error)
-    assert "InvalidSignatureException" in error.message and "do not match" in error.message
-    assert "environment variables (AWS_ACCESS_KEY_ID" in error.message
-    assert WRONG_SECRET not in error.message and SECRET not in error.message
+    assert error.message == ("Upstream provider 'bedrock' refused the gateway's AWS credentials "
+                             "(InvalidSignatureException).")
+    [line] = [line for line in LOGS.lines[logged:] if line.startswith("Bedrock refused the gateway's AWS credentials")]
+    assert "'error_type': 'InvalidSignatureException'" in line and "'region': 'us-east-1'" in line
+    assert "do not match" in line and "environment variables (AWS_ACCESS_KEY_ID" in line
+    assert WRONG_SECRET not in line + error.message and SECRET not in line + error.message
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTFAKEUNKNOWN1")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     _, error = _stream_until_error(base_url, _body())
-    assert "UnrecognizedClientException" in error.message and "not recognised by AWS" in error.message
+    assert "UnrecognizedClientException" in error.message and "not recognised by AWS" in LOGS.lines[-1]
 
 
 def test_refused_credentials_are_resolved_afresh_on_the_next_call(bedrock_sim, monkeypatch):
@@ -642,10 +873,44 @@ METADATA = event_message("metadata", {"usage": {"inputTokens": 1, "outputTokens"
 
 
 def test_events_are_decoded_as_bytes_arrive_never_after_the_stream_ends():
-    arrivals, error = _run_canned([START + HI, 0.6, STOP, METADATA])
-    assert error is None
-    content_times = [at for at, chunk in arrivals if chunk["choices"] and chunk["choices"][0]["delta"].get("content")]
-    assert content_times[0] < 0.4 and arrivals[-1][0] >= 0.6  # the first word did not wait for the rest
+    """The upstream holds the rest of the stream back until the caller has the first word: an adapter that
+    waited for more bytes (or for the end) would leave it waiting until it gives up, 10 s later."""
+    problems: list[str] = []
+    deltas: list[dict] = []
+
+    async def run() -> None:
+        first_word = asyncio.Event()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(b"%x\r\n%s\r\n" % (len(START + HI), START + HI))
+            await writer.drain()
+            try:
+                await asyncio.wait_for(first_word.wait(), 10)
+            except TimeoutError:
+                problems.append("the first word had not reached the caller while the rest was held back")
+            rest = STOP + METADATA
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            async with UpstreamClient(connect_timeout=5, read_timeout=15) as client:
+                async for batch in bedrock.stream(client, _route(base_url), _body(), SETTINGS):
+                    for _raw, parsed in batch:
+                        deltas.extend(choice["delta"] for choice in parsed["choices"])
+                        if any(choice["delta"].get("content") for choice in parsed["choices"]):
+                            first_word.set()
+        finally:
+            server.close()
+
+    asyncio.run(run())
+    assert problems == []
+    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hi"}, {}]
 
 
 def test_events_split_across_reads_byte_by_byte():
@@ -735,9 +1000,30 @@ def test_no_credentials_is_a_clear_error_and_the_chain_is_not_asked_again_at_onc
 def test_missing_credentials_fail_the_call_with_a_retryable_error(monkeypatch, bedrock_sim):
     _, base_url = bedrock_sim
     monkeypatch.setattr(bedrock, "CREDENTIALS", bedrock.AwsCredentials(_Sessions(None)))
+    logged = len(LOGS.lines)
     chunks, error = _stream_until_error(base_url, _body())
     assert chunks == [] and error.kind == "aws_credentials" and retryable(error)  # a fallback may still answer
-    assert "cannot sign requests" in error.message and "found no AWS credentials" in error.message
+    assert error.message == ("Upstream provider 'bedrock' cannot sign requests: the gateway has no usable AWS "
+                             "credentials (its log says why).")
+    assert any("found no AWS credentials" in line for line in LOGS.lines[logged:])
+
+
+class _RefreshFails(Credentials):
+    def get_frozen_credentials(self):
+        raise BotoCoreError()
+
+
+def test_a_failed_refresh_names_the_profile_in_the_log_only(monkeypatch, bedrock_sim):
+    """Where the credentials come from (a profile name, a file, a process) is the operator's business."""
+    _, base_url = bedrock_sim
+    sessions = _Sessions(_RefreshFails("AKIDTESTFAKEREFRESH1", "refresh-secret-fake", method="sso"))
+    sessions.profile = "payments-admin"
+    monkeypatch.setattr(bedrock, "CREDENTIALS", bedrock.AwsCredentials(sessions))
+    logged = len(LOGS.lines)
+    _, error = _stream_until_error(base_url, _body())
+    assert error.kind == "aws_credentials" and "payments-admin" not in error.message and "SSO" not in error.message
+    [line] = [line for line in LOGS.lines[logged:] if line.startswith("Bedrock calls cannot be signed")]
+    assert "IAM Identity Center (SSO) login of profile payments-admin" in line and "refresh-secret-fake" not in line
 
 
 class _Clock:

@@ -4,11 +4,33 @@ The translation is pure (`messages_request`, `StreamTranslator`, `completion_fro
 can be tested without a socket; `stream` and `complete` only add the HTTP around it. Anthropic
 quirks live here: the top-level `system`, tool results as user content, `max_tokens` being
 required, temperature capped at 1, and usage that counts cached input apart from the rest.
+
+Reasoning: OpenAI's `reasoning_effort` becomes extended thinking (`thinking_fields`).
+
+  reasoning_effort   Claude 4.6 and later (ADAPTIVE_EFFORTS)     older Claude (THINKING_BUDGETS)
+  none, minimal      no `thinking` (off)                          no `thinking` (off)
+  low                adaptive, output_config.effort "low"         enabled, budget_tokens 1024
+  medium             adaptive, "medium"                           enabled, 4096
+  high               adaptive, "high"                             enabled, 16384
+  xhigh, max         adaptive, "max"                              enabled, 32768
+
+The version comes from the model name (claude-opus-4-7, claude-sonnet-5, claude-3-7-sonnet-20250219);
+a name without one is treated as older. Claude 4.7 and later refuse `enabled`. OpenAI's max_tokens
+bounds reasoning and answer together, as Anthropic's does: a client's max_tokens is kept and an older
+model's budget capped at half of it (under 1024, the minimum, thinking stays off); with none,
+max_tokens is SWITCHBOARD_ANTHROPIC_MAX_TOKENS plus the effort's budget, so the answer keeps its room.
+With thinking on, Anthropic's rules hold: temperature only if exactly 1, top_p only from 0.95. Thinking
+stays off when a tool is forced (tool_choice "required" or a named function: the forced tool wins), in
+a tool-use turn in progress (the last assistant message called tools and their results follow:
+Anthropic would want the signed thinking block we never kept), and after a prefill (the conversation
+ends with an assistant message). Thinking comes back as `reasoning_content`; signatures and
+redacted_thinking blocks are dropped.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -39,6 +61,15 @@ _FINISH_REASONS = {
     "refusal": "content_filter",
 }
 _TOOL_CHOICES = {"auto": "auto", "none": "none", "required": "any"}
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's values
+NO_THINKING = frozenset({"none", "minimal"})
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+ADAPTIVE_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}
+ADAPTIVE_SINCE = (4, 6)  # Claude 4.6 thinks adaptively; 4.7 and later refuse budget_tokens
+MIN_THINKING_BUDGET = 1024  # Anthropic's minimum budget_tokens
+MIN_TOP_P_THINKING = 0.95  # with thinking on, Anthropic refuses a lower top_p (and any temperature but 1)
+# claude-opus-4-7, claude-sonnet-4-5-20250929, claude-sonnet-5 (family first); claude-3-7-sonnet (version first).
+_CLAUDE_VERSION = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2})(?!\d))?|(\d+)(?:-(\d)(?!\d))?-)")
 # Anthropic's error types inside a stream, as the HTTP statuses it uses for them outside one.
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
                  "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
@@ -72,6 +103,10 @@ def messages_request(body: dict, model: str, settings: Settings, stream: bool) -
         payload["top_p"] = body["top_p"]
     if isinstance(body.get("user"), str) and body["user"]:
         payload["metadata"] = {"user_id": body["user"]}
+    payload.update(thinking_fields(payload, reasoning_effort(body), client_max_tokens(body),
+                                   settings.anthropic_default_max_tokens))
+    if "thinking" in payload:
+        _drop_sampling_thinking_refuses(payload)
     if isinstance(body.get("simulator"), dict):
         payload["simulator"] = body["simulator"]  # pacing for the simulated upstream; real hosts never see it
     payload["stream"] = stream
@@ -219,11 +254,92 @@ def _stop_sequences(stop: object) -> list[str]:
 
 
 def _max_tokens(body: dict, settings: Settings) -> int:
+    # Anthropic requires a limit; OpenAI does not
+    return client_max_tokens(body) or settings.anthropic_default_max_tokens
+
+
+def client_max_tokens(body: dict) -> int | None:
+    """The client's own limit (max_completion_tokens first), or None when it set none."""
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return settings.anthropic_default_max_tokens  # Anthropic requires a limit; OpenAI does not
+    return None
+
+
+# --- reasoning: OpenAI reasoning_effort -> extended thinking ----------------------------------------
+
+
+def reasoning_effort(body: dict) -> str | None:
+    """The effort the client asked for, None for no thinking (absent, none, minimal); an unknown value is a 400."""
+    effort = body.get("reasoning_effort")
+    if effort is None:
+        return None
+    if effort not in REASONING_EFFORTS:
+        raise GatewayError(400, f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}.",
+                           param="reasoning_effort", code="invalid_reasoning_effort")
+    return None if effort in NO_THINKING else effort
+
+
+def claude_version(model: str) -> tuple[int, int] | None:
+    """(major, minor) from a Claude model name (any dated or Bedrock suffix after it), or None."""
+    match = _CLAUDE_VERSION.search(model)
+    if match is None:
+        return None
+    major, minor, old_major, old_minor = match.groups()
+    if major is not None:
+        return int(major), int(minor or 0)
+    return int(old_major), int(old_minor or 0)
+
+
+def thinks_adaptively(model: str) -> bool:
+    version = claude_version(model)
+    return version is not None and version >= ADAPTIVE_SINCE
+
+
+def thinking_fields(payload: dict, effort: str | None, client_max: int | None, default_max_tokens: int) -> dict:
+    """The fields that turn thinking on (`thinking`, maybe `output_config`, `max_tokens`), or {} for off."""
+    if effort is None or not thinking_allowed(payload):
+        return {}
+    budget = THINKING_BUDGETS[effort]
+    max_tokens = client_max if client_max is not None else default_max_tokens + budget
+    if thinks_adaptively(payload["model"]):
+        return {"max_tokens": max_tokens, "thinking": {"type": "adaptive"},
+                "output_config": {"effort": ADAPTIVE_EFFORTS[effort]}}
+    if client_max is not None:
+        budget = min(budget, client_max // 2)
+        if budget < MIN_THINKING_BUDGET:
+            return {}
+    return {"max_tokens": max_tokens, "thinking": {"type": "enabled", "budget_tokens": budget}}
+
+
+def thinking_allowed(payload: dict) -> bool:
+    """False where Anthropic refuses thinking, or would want thinking blocks the gateway never kept."""
+    if as_dict(payload.get("tool_choice")).get("type") in ("any", "tool"):
+        return False  # a forced tool: Anthropic refuses thinking with it, and the tool is what was asked for
+    messages = payload["messages"]
+    last_assistant = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "assistant"), None)
+    if last_assistant is None:
+        return True
+    if last_assistant == len(messages) - 1:
+        return False  # a prefill: the answer continues an assistant message that has no thinking block
+    calls_tools = any(block.get("type") == "tool_use" for block in _blocks(messages[last_assistant]))
+    answered = any(block.get("type") == "tool_result" for message in messages[last_assistant + 1:]
+                   for block in _blocks(message))
+    return not (calls_tools and answered)  # a tool-use turn in progress: its signed thinking block is gone
+
+
+def _drop_sampling_thinking_refuses(payload: dict) -> None:
+    """With thinking on, Anthropic takes temperature only at exactly 1 and top_p only from 0.95 up."""
+    if payload.get("temperature", 1) != 1:
+        del payload["temperature"]
+    if payload.get("top_p", 1) < MIN_TOP_P_THINKING:
+        del payload["top_p"]
+
+
+def _blocks(message: dict) -> list[dict]:
+    content = message.get("content")
+    return [block for block in content if isinstance(block, dict)] if isinstance(content, list) else []
 
 
 
@@ -333,13 +449,17 @@ class StreamTranslator:
 
 
 def completion_from_message(message: dict, created: int | None = None) -> dict:
-    """A non-streamed Anthropic Message -> an OpenAI chat.completion."""
-    blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
+    """A non-streamed Anthropic Message -> an OpenAI chat.completion; thinking -> `reasoning_content`."""
+    content = message.get("content")
+    blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
     text = "".join(str(b.get("text") or "") for b in blocks if b.get("type") == "text")
+    thinking = "".join(str(b.get("thinking") or "") for b in blocks if b.get("type") == "thinking")
     tool_calls = [{"id": b.get("id"), "type": "function",
                    "function": {"name": b.get("name"), "arguments": json.dumps(b.get("input") or {})}}
                   for b in blocks if b.get("type") == "tool_use"]
     reply: dict = {"role": "assistant", "content": text or None, "refusal": None}
+    if thinking:
+        reply["reasoning_content"] = thinking
     if tool_calls:
         reply["tool_calls"] = tool_calls
     return {"id": f"chatcmpl-{message.get('id')}", "object": "chat.completion",
@@ -379,9 +499,8 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
                     failure = error
                     break
                 if name == b"error" or event.get("type") == "error":
-                    error = as_dict(event.get("error"))
-                    status = _ERROR_STATUS.get(error.get("type"))  # type: ignore[arg-type]
-                    failure = in_stream_error(route.provider, {"status": status}, error, request.secrets)
+                    status = _ERROR_STATUS.get(as_dict(event.get("error")).get("type"))  # type: ignore[arg-type]
+                    failure = in_stream_error(route.provider, data, request.secrets, status)
                     break
                 batch += [(dumps(chunk), chunk) for chunk in translator.feed(event)]
             if batch:  # what came before a failure in the same read still reaches the client first

@@ -8,6 +8,38 @@ socket; the rest adds the signing, the HTTP and AWS's binary event stream, decod
 botocore's parser. Bedrock quirks live here: the model id URL-encoded in the path, conversations that
 must open with a user turn and alternate, blank text refused, a tool config required whenever the
 history holds tool blocks, and exceptions that arrive inside a 200 stream.
+
+Model ids are checked before anything is signed or sent (`check_model_id`): 1 to 2048 characters from
+A-Z a-z 0-9 . _ : / -, '/' only inside an ARN, no empty or dot-only segment (a "..", once in the
+signed path, would be a dot segment). Anything else is the caller's 400, never a failed attempt.
+
+Reasoning: OpenAI's `reasoning_effort` goes in `additionalModelRequestFields`, which Bedrock hands
+to the model's native API, by the model's family (`reasoning_fields`; a cross-region profile and an
+ARN name the model they serve):
+
+  reasoning_effort  Claude before 4.6     Claude 4.6 and later         gpt-oss            Nova 2
+  none              off                   off                          omitted            omitted
+  minimal           off                   off                          "low"              low
+  low               budget_tokens 1024    adaptive, effort "low"       "low"              low
+  medium            4096                  adaptive, "medium"           "medium"           medium
+  high              16384                 adaptive, "high"             "high"             high
+  xhigh, max        32768                 adaptive, "max"              "high"             high
+
+Claude: `{"thinking": {"type": "enabled", "budget_tokens": B}}`, or for 4.6 and later `{"thinking":
+{"type": "adaptive"}, "output_config": {"effort": E}}` (Anthropic's own Messages shape; that Bedrock
+passes it through unchanged is not verified against AWS). The rules are the Anthropic adapter's:
+a client's max tokens (inferenceConfig.maxTokens) is kept and the budget capped at half of it (under
+1024 thinking stays off); with none, maxTokens is SWITCHBOARD_ANTHROPIC_MAX_TOKENS plus the budget;
+temperature only at exactly 1, topP only from 0.95; off with a forced tool, in a tool-use turn in
+progress and after a prefill. gpt-oss: `{"reasoning_effort": ...}`; Nova 2: `{"reasoningConfig":
+{"type": "enabled", "maxReasoningEffort": ...}}`. Any other model (DeepSeek R1 always reasons; Llama,
+Mistral, Nova 1 never do) gets nothing. ConverseStream's reasoningContent text becomes
+`reasoning_content`; its signatures and redacted content are dropped.
+
+Errors: an AWS refusal of the gateway's credentials tells the caller only that (and AWS's error type);
+where botocore found them goes to the log, for the operator. Key material never leaves: error bodies
+are scrubbed of the secret key and session token as read, before anything parses or cuts them, and
+every cut (`clip`) leaves no key's first characters behind.
 """
 
 from __future__ import annotations
@@ -15,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +62,7 @@ from botocore.session import Session
 from botocore.utils import percent_encode
 from yarl import URL
 
+from switchboard.observability import logger
 from switchboard.protocol import GatewayError, dumps
 from switchboard.providers import transport
 from switchboard.providers.base import (
@@ -37,10 +71,11 @@ from switchboard.providers.base import (
     as_dict,
     broken_read,
     chat_usage,
+    clip,
     is_number,
     post,
     read_body,
-    scrub,
+    scrub_bytes,
     token_count,
     tool_arguments,
 )
@@ -85,6 +120,7 @@ _CREDENTIAL_ERRORS = {
     "IncompleteSignatureException": "produced an incomplete signature",
 }
 _THROTTLED = frozenset({"ThrottlingException", "ModelNotReadyException", "ServiceQuotaExceededException"})
+Secrets = tuple[str | None, ...]  # the secret key and session token a request was signed with
 _SOURCES = {
     "env": "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)",
     "shared-credentials-file": "the shared credentials file (~/.aws/credentials, profile {profile})",
@@ -99,7 +135,44 @@ _SOURCES = {
 }
 
 
+# Reasoning (see the module docstring). The Claude tables are the Anthropic adapter's: a family never imports
+# another, so they are repeated here, and a test holds them equal.
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's values
+NO_THINKING = frozenset({"none", "minimal"})
+THINKING_BUDGETS = {"low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+ADAPTIVE_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max"}
+ADAPTIVE_SINCE = (4, 6)
+MIN_THINKING_BUDGET = 1024
+MIN_TOP_P_THINKING = 0.95
+# gpt-oss and Nova 2 take low, medium and high: the efforts either side fold onto the nearest.
+FOLDED_EFFORTS = {"minimal": "low", "low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+_CLAUDE_VERSION = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2})(?!\d))?|(\d+)(?:-(\d)(?!\d))?-)")
+# Cross-region inference profiles, as the price catalog strips them (ledger.pricing.bedrock_base_model).
+_PROFILE_PREFIX = re.compile(r"^(us|eu|apac|global|au|jp|ca|us-gov)\.")
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:/-]{1,2048}")
+MODEL_ID_FORMS = ("a model id (anthropic.claude-haiku-4-5-20251001-v1:0), an inference profile id "
+                  "(us.anthropic.claude-haiku-4-5-20251001-v1:0) or an ARN (arn:aws:bedrock:...)")
+
+
 # --- addressing ------------------------------------------------------------------------------------
+
+
+def check_model_id(model: str) -> None:
+    """Refuse (400) a model id that is none of the forms Bedrock takes, before it reaches a signed path."""
+    segments = model.split("/")
+    if (_MODEL_ID.fullmatch(model) is None or (len(segments) > 1 and not model.startswith("arn:"))
+            or any(not segment.strip(".") for segment in segments)):
+        raise GatewayError(400, f"'{model[:100]}' is not a Bedrock model id. Name {MODEL_ID_FORMS}: 1 to 2048 "
+                           "characters from A-Z a-z 0-9 . _ : / -, with '/' only in an ARN and no empty or "
+                           "dot-only part.", param="model", code="invalid_model")
+
+
+def base_model_id(model: str) -> str:
+    """The model a cross-region inference profile ('us.anthropic.claude-...') or an ARN serves."""
+    if model.startswith("arn:"):
+        model = model.rsplit("/", 1)[-1]
+    return _PROFILE_PREFIX.sub("", model)
+
 
 
 def converse_url(base_url: str, model: str, stream: bool) -> str:
@@ -257,8 +330,9 @@ def sign(url: str, body: bytes, headers: dict[str, str], credentials: ReadOnlyCr
 # --- request: OpenAI chat.completions -> Converse ----------------------------------------------------
 
 
-def converse_request(body: dict) -> dict:
-    """The Converse / ConverseStream body for an OpenAI request (the model id goes in the path)."""
+def converse_request(body: dict, model: str = "", default_max_tokens: int = 4096) -> dict:
+    """The Converse / ConverseStream body for an OpenAI request (the model id goes in the path).
+    `default_max_tokens` is SWITCHBOARD_ANTHROPIC_MAX_TOKENS: the answer's room when Claude thinks."""
     system, messages = translate_messages(body.get("messages") or [])
     payload: dict = {"messages": messages}
     if system:
@@ -267,6 +341,9 @@ def converse_request(body: dict) -> dict:
     if tool_config:
         payload["toolConfig"] = tool_config
     inference = inference_config(body)
+    extra = reasoning_fields(payload, inference, base_model_id(model), requested_effort(body), default_max_tokens)
+    if extra:
+        payload["additionalModelRequestFields"] = extra
     if inference:
         payload["inferenceConfig"] = inference
     if isinstance(body.get("simulator"), dict):
@@ -438,6 +515,82 @@ def _text_of(content: object) -> str:
 
 
 
+# --- reasoning: OpenAI reasoning_effort -> additionalModelRequestFields -------------------------------
+
+
+def requested_effort(body: dict) -> str | None:
+    """The client's reasoning_effort (None when absent); a value OpenAI does not define is a 400."""
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise GatewayError(400, f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}.",
+                           param="reasoning_effort", code="invalid_reasoning_effort")
+    return effort
+
+
+def reasoning_fields(payload: dict, inference: dict, base_model: str, effort: str | None,
+                     default_max_tokens: int) -> dict:
+    """additionalModelRequestFields for the model's family; `inference` is adjusted to what thinking needs."""
+    if effort is None or effort == "none":
+        return {}
+    if base_model.startswith("anthropic.claude"):
+        return _claude_thinking(payload, inference, base_model, effort, default_max_tokens)
+    if base_model.startswith("openai.gpt-oss"):
+        return {"reasoning_effort": FOLDED_EFFORTS[effort]}
+    if base_model.startswith("amazon.nova-2"):
+        return {"reasoningConfig": {"type": "enabled", "maxReasoningEffort": FOLDED_EFFORTS[effort]}}
+    return {}
+
+
+def claude_version(model: str) -> tuple[int, int] | None:
+    match = _CLAUDE_VERSION.search(model)
+    if match is None:
+        return None
+    major, minor, old_major, old_minor = match.groups()
+    if major is not None:
+        return int(major), int(minor or 0)
+    return int(old_major), int(old_minor or 0)
+
+
+def _claude_thinking(payload: dict, inference: dict, base_model: str, effort: str, default_max_tokens: int) -> dict:
+    if effort in NO_THINKING or not _thinking_allowed(payload):
+        return {}
+    budget = THINKING_BUDGETS[effort]
+    client_max = inference.get("maxTokens")
+    version = claude_version(base_model)
+    if version is not None and version >= ADAPTIVE_SINCE:
+        fields: dict = {"thinking": {"type": "adaptive"}, "output_config": {"effort": ADAPTIVE_EFFORTS[effort]}}
+    else:
+        if client_max is not None:
+            budget = min(budget, client_max // 2)
+            if budget < MIN_THINKING_BUDGET:
+                return {}
+        fields = {"thinking": {"type": "enabled", "budget_tokens": budget}}
+    if client_max is None:
+        inference["maxTokens"] = default_max_tokens + budget
+    if inference.get("temperature", 1) != 1:
+        del inference["temperature"]
+    if inference.get("topP", 1) < MIN_TOP_P_THINKING:
+        del inference["topP"]
+    return fields
+
+
+def _thinking_allowed(payload: dict) -> bool:
+    """Claude refuses thinking with a forced tool, and wants thinking blocks we never kept in a tool-use turn
+    in progress and after a prefill (the Anthropic adapter's rules, on Converse's shapes)."""
+    choice = as_dict(payload.get("toolConfig")).get("toolChoice")
+    if isinstance(choice, dict) and ("any" in choice or "tool" in choice):
+        return False
+    messages = payload["messages"]
+    if messages and messages[-1]["role"] == "assistant":
+        return False
+    assistant = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
+    if not assistant:
+        return True
+    calls_tools = any("toolUse" in block for block in messages[assistant[-1]]["content"])
+    answered = any("toolResult" in block for message in messages[assistant[-1] + 1:] for block in message["content"])
+    return not (calls_tools and answered)
+
+
 # --- response: Converse -> OpenAI --------------------------------------------------------------------
 
 
@@ -595,11 +748,19 @@ def _tool_call(tool: dict) -> dict:
 
 def http_error(status: int, error_type: str, message: str, *, provider: str, stream: bool, region: str,
                credentials_source: str) -> UpstreamError:
-    """An HTTP-level refusal, with AWS's error type, its message, and what the operator can do about it."""
-    text = f"Upstream provider '{provider}' returned {status} {error_type or 'error'}: {message or 'no message'}"
-    hint = _hint(error_type, message, stream=stream, region=region, credentials_source=credentials_source)
-    if hint:
-        text = f"{text} {hint}"
+    """An HTTP-level refusal, with AWS's error type, its message, and what the operator can do about it.
+    A refusal of the gateway's own credentials tells the caller only that; the rest goes to the log."""
+    if error_type in _CREDENTIAL_ERRORS:
+        text = f"Upstream provider '{provider}' refused the gateway's AWS credentials ({error_type})."
+        logger.warning("Bedrock refused the gateway's AWS credentials", extra={
+            "error_type": error_type, "upstream_status": status, "region": region,
+            "hint": f"The AWS credentials the gateway signs with {_CREDENTIAL_ERRORS[error_type]}; botocore "
+                    f"found them in {credentials_source}."})
+    else:
+        text = f"Upstream provider '{provider}' returned {status} {error_type or 'error'}: {message or 'no message'}"
+        hint = _hint(error_type, message, stream=stream, region=region)
+        if hint:
+            text = f"{text} {hint}"
     if status < 400:  # never followed: a redirect could point anywhere, the metadata address included
         return UpstreamError(502, text + " (redirect not followed)", kind="redirect_refused", upstream_status=status)
     if error_type in _THROTTLED:
@@ -611,10 +772,8 @@ def http_error(status: int, error_type: str, message: str, *, provider: str, str
     return UpstreamError(502, text, kind="http_error", upstream_status=status)
 
 
-def _hint(error_type: str, message: str, *, stream: bool, region: str, credentials_source: str) -> str:
-    if error_type in _CREDENTIAL_ERRORS:
-        return (f"The AWS credentials the gateway signs with {_CREDENTIAL_ERRORS[error_type]}; botocore found "
-                f"them in {credentials_source}.")
+def _hint(error_type: str, message: str, *, stream: bool, region: str) -> str:
+    """What the operator can do about a refusal: safe for any caller to read (it names no credential source)."""
     if error_type == "AccessDeniedException":
         action = STREAM_ACTION if stream else INVOKE_ACTION
         if "not authorized" in message:
@@ -629,17 +788,18 @@ def _hint(error_type: str, message: str, *, stream: bool, region: str, credentia
     return ""
 
 
-def stream_exception(provider: str, exception_type: str, message: str) -> UpstreamError:
+def stream_exception(provider: str, exception_type: str, message: str, secrets: Secrets = ()) -> UpstreamError:
     """An exception inside a 200 stream, treated exactly like the same failure as an HTTP status."""
     status = _STREAM_EXCEPTION_STATUS.get(exception_type, 502)
     upstream_status = {"throttlingException": 429, "validationException": 400, "internalServerException": 500,
                        "serviceUnavailableException": 503, "modelStreamErrorException": 424}.get(exception_type)
     text = f"Upstream provider '{provider}' failed mid-stream: {exception_type or 'error'}: {message or 'no message'}"
-    return UpstreamError(status, text[:1200], kind="stream_error", upstream_status=upstream_status)
+    return UpstreamError(status, clip(text, 1200, secrets), kind="stream_error", upstream_status=upstream_status)
 
 
-def aws_error(raw: bytes, headers: object) -> tuple[str, str]:
-    """(error type, message) of an AWS JSON error response: the type from x-amzn-errortype or the body."""
+def aws_error(raw: bytes, headers: object, secrets: Secrets = ()) -> tuple[str, str]:
+    """(error type, message) of an AWS JSON error response: the type from x-amzn-errortype or the body.
+    `raw` comes scrubbed (`scrub_bytes`); what JSON decoding reveals is scrubbed again as it is cut."""
     try:
         parsed = json.loads(raw)
     except (ValueError, RecursionError):
@@ -648,53 +808,62 @@ def aws_error(raw: bytes, headers: object) -> tuple[str, str]:
     error_type = str(getattr(headers, "get", lambda _: None)("x-amzn-errortype") or parsed.get("__type") or "")
     error_type = error_type.split(":", 1)[0].rsplit("#", 1)[-1]  # "Type:http://..." and "ns#Type" both
     message = parsed.get("message") or parsed.get("Message")
-    if not isinstance(message, str):
-        message = "" if parsed else raw[:300].decode("utf-8", "replace").strip()
-    return error_type[:100], message[:1000]
+    if isinstance(message, str):
+        message = clip(message, 1000, secrets)
+    else:
+        message = "" if parsed else clip(raw[:1200].decode("utf-8", "replace"), 300, secrets).strip()
+    return clip(error_type, 100, secrets), message
 
 
 # --- I/O -----------------------------------------------------------------------------------------------
 
 
 async def _open(client: UpstreamClient, route: Route, body: dict, settings: Settings,
-                stream: bool) -> UpstreamResponse:
-    """Sign and send; a 2xx response, or UpstreamError. Expired credentials are refreshed and tried once more."""
+                stream: bool) -> tuple[UpstreamResponse, Secrets]:
+    """Sign and send: a 2xx response and the secrets it was signed with, or UpstreamError (GatewayError for
+    the caller's own mistakes, before any traffic). Expired credentials are refreshed and tried once more."""
+    check_model_id(route.model)
     url = converse_url(route.base_url, route.model, stream)
-    payload = dumps(converse_request(body))
+    payload = dumps(converse_request(body, route.model, settings.anthropic_default_max_tokens))
     region = signing_region(settings, route.base_url)
     accept = "application/vnd.amazon.eventstream" if stream else "application/json"
     for attempt in (1, 2):
-        credentials = await _credentials(route.provider)
+        credentials = await _credentials(route.provider, region)
+        secrets = (credentials.secret_key, credentials.token)
         headers = sign(url, payload, {"content-type": "application/json", "accept": accept}, credentials, region)
         headers["accept-encoding"] = "identity"
         # Already encoded: a plain string would have yarl turn %3A back into ":", and the signature break.
         response = await post(client, URL(url, encoded=True), headers, payload, route.provider)
         if response.status < 300:
-            return response
+            return response, secrets
         try:
             raw = await response.read(transport.MAX_ERROR_BODY)
         except transport.TransportError:
             raw = b""
         finally:
             response.close()
-        error_type, message = aws_error(raw, response.headers)
+        raw = scrub_bytes(raw, secrets, cut=len(raw) >= transport.MAX_ERROR_BODY)
+        error_type, message = aws_error(raw, response.headers, secrets)
         source = CREDENTIALS.source
         if error_type in _CREDENTIAL_ERRORS:
             CREDENTIALS.invalidate()  # the next call resolves the chain again rather than reuse refused keys
             if error_type == "ExpiredTokenException" and attempt == 1:
                 continue
-        secrets = (credentials.secret_key, credentials.token)
-        raise http_error(response.status, error_type, scrub(message, secrets), provider=route.provider,
+        raise http_error(response.status, error_type, message, provider=route.provider,
                          stream=stream, region=region, credentials_source=source)
     raise AssertionError("unreachable")
 
 
-async def _credentials(provider: str) -> ReadOnlyCredentials:
+async def _credentials(provider: str, region: str) -> ReadOnlyCredentials:
+    """The credentials to sign with. Why there are none (which may name files, profiles or a process's
+    output) is for the operator's log; the caller learns only that the gateway cannot sign."""
     try:
         return await CREDENTIALS.current()
     except CredentialsUnavailable as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' cannot sign requests: {exc}.",
-                            kind="aws_credentials") from None
+        logger.warning("Bedrock calls cannot be signed", extra={
+            "error_type": "CredentialsUnavailable", "region": region, "hint": str(exc)})
+        raise UpstreamError(502, f"Upstream provider '{provider}' cannot sign requests: the gateway has no usable "
+                            "AWS credentials (its log says why).", kind="aws_credentials") from None
 
 
 async def _read_messages(response: UpstreamResponse, provider: str) -> AsyncIterator[list[EventStreamMessage]]:
@@ -721,24 +890,34 @@ async def _read_messages(response: UpstreamResponse, provider: str) -> AsyncIter
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.", kind="stream_error")
 
 
-def _event(message: EventStreamMessage, provider: str) -> tuple[str, dict]:
-    """(event type, payload) of one message; an exception or error message raises UpstreamError."""
+def _event(message: EventStreamMessage, provider: str, secrets: Secrets = ()) -> tuple[str, dict]:
+    """(event type, payload) of one message; an exception or error message raises UpstreamError, its text
+    scrubbed of `secrets` before it is parsed and as it is cut."""
     headers = message.headers
     kind = headers.get(":message-type")
+    if kind == "exception":
+        payload = _json_object(scrub_bytes(message.payload, secrets))
+        raise stream_exception(provider, str(headers.get(":exception-type") or ""),
+                               str(payload.get("message") or ""), secrets)
+    if kind == "error":
+        raise stream_exception(provider, str(headers.get(":error-code") or ""),
+                               str(headers.get(":error-message") or ""), secrets)
     try:
         payload = json.loads(message.payload) if message.payload else {}
     except (ValueError, RecursionError):
         payload = None
-    if kind == "exception":
-        text = payload.get("message") if isinstance(payload, dict) else None
-        raise stream_exception(provider, str(headers.get(":exception-type") or ""), str(text or ""))
-    if kind == "error":
-        raise stream_exception(provider, str(headers.get(":error-code") or ""),
-                               str(headers.get(":error-message") or ""))
     if not isinstance(payload, dict):
         raise UpstreamError(502, f"Upstream provider '{provider}' sent an event that is not a JSON object.",
                             kind="stream_error")
     return str(headers.get(":event-type") or ""), payload
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _pair(chunk: dict, latency_ms: int | float | None) -> Chunk:
@@ -750,7 +929,7 @@ def _pair(chunk: dict, latency_ms: int | float | None) -> Chunk:
 
 async def stream(client: UpstreamClient, route: Route, body: dict, settings: Settings
                  ) -> AsyncIterator[list[Chunk]]:
-    response = await _open(client, route, body, settings, stream=True)
+    response, secrets = await _open(client, route, body, settings, stream=True)
     translator = StreamTranslator(route.model, response.headers.get("x-amzn-requestid"))
     try:
         async for messages in _read_messages(response, route.provider):
@@ -758,7 +937,7 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
             failure = None
             for message in messages:
                 try:
-                    chunks = translator.feed(*_event(message, route.provider))
+                    chunks = translator.feed(*_event(message, route.provider, secrets))
                 except UpstreamError as error:
                     failure = error
                     break
@@ -778,7 +957,7 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
 
 
 async def complete(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> dict:
-    response = await _open(client, route, body, settings, stream=False)
+    response, _ = await _open(client, route, body, settings, stream=False)
     request_id = response.headers.get("x-amzn-requestid")
     raw = await read_body(response, route.provider, MAX_RESPONSE_BYTES)
     try:

@@ -6,6 +6,12 @@ from what was signed, a header changed after signing, a stale date, the wrong se
 AWS gives. Bodies are checked against botocore's service model (the shapes AWS accepts) plus the
 rules Bedrock adds (a user turn first, alternating roles, no blank text). Streams are AWS's binary
 event stream, written by the encoder below, paced and faulted by the same Script as the other APIs.
+
+`additionalModelRequestFields` is checked per model family, as the model's native API would check it:
+Claude's `thinking` (and `output_config`) by the Anthropic simulator's rules, with maxTokens for
+max_tokens (4096 when absent: an assumption, AWS does not document Claude's default on Converse);
+gpt-oss's `reasoning_effort` and Nova 2's `reasoningConfig` by their documented values; any other model
+refuses reasoning fields as extraneous keys. A request that reasons gets reasoningContent first.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
+from switchboard.simulator import anthropic_api
 from switchboard.simulator.app import ConnectionCut, Send, json_response
 from switchboard.simulator.script import Script, estimate_prompt_tokens, pick_tool, tool_arguments
 
@@ -207,7 +214,7 @@ def request_problem(body: dict, model: str, streaming: bool) -> str | None:
     report = ParamValidator().validate({**params, "modelId": model}, _input_shapes()[streaming])
     if report.has_errors():
         return report.generate_report()
-    return _conversation_problem(body)
+    return _conversation_problem(body) or reasoning_problem(body, model)
 
 
 _MUST_START_WITH_USER = ("A conversation must start with a user message. Try again with a conversation that starts "
@@ -233,6 +240,83 @@ def _conversation_problem(body: dict) -> str | None:
             if ("toolUse" in block or "toolResult" in block) and "toolConfig" not in body:
                 return _TOOL_CONFIG_NEEDED
     return None
+
+
+_PROFILE_PREFIX = ("us.", "eu.", "apac.", "global.", "au.", "jp.", "ca.", "us-gov.")
+_REASONING_FIELDS = ("thinking", "output_config", "reasoning_effort", "reasoningConfig")
+_EFFORTS = ("low", "medium", "high")
+CLAUDE_DEFAULT_MAX_TOKENS = 4096  # what the simulator assumes Claude gets when maxTokens is absent
+
+
+def model_family(model: str) -> str:
+    """'claude', 'gpt-oss', 'nova-2' or '' for a model id, inference profile or ARN."""
+    base = model.rsplit("/", 1)[-1] if model.startswith("arn:") else model
+    for prefix in _PROFILE_PREFIX:
+        base = base.removeprefix(prefix)
+    for start, family in (("anthropic.claude", "claude"), ("openai.gpt-oss", "gpt-oss"), ("amazon.nova-2", "nova-2")):
+        if base.startswith(start):
+            return family
+    return ""
+
+
+def reasoning_problem(body: dict, model: str) -> str | None:
+    """What the model's native API refuses in `additionalModelRequestFields`, or None."""
+    extra = body.get("additionalModelRequestFields") or {}
+    if not isinstance(extra, dict):
+        return "additionalModelRequestFields must be a JSON object."
+    family = model_family(model)
+    allowed = {"claude": ("thinking", "output_config"), "gpt-oss": ("reasoning_effort",),
+               "nova-2": ("reasoningConfig",)}.get(family, ())
+    for name in _REASONING_FIELDS:
+        if name in extra and name not in allowed:
+            return f"The model returned the following errors: extraneous key [{name}] is not permitted"
+    if family == "gpt-oss" and "reasoning_effort" in extra and extra["reasoning_effort"] not in _EFFORTS:
+        return "The model returned the following errors: reasoning_effort must be one of low, medium, high"
+    if family == "nova-2" and "reasoningConfig" in extra:
+        config = extra["reasoningConfig"]
+        if not isinstance(config, dict) or config.get("type") not in ("enabled", "disabled") or (
+                config.get("type") == "enabled" and config.get("maxReasoningEffort") not in _EFFORTS):
+            return "reasoningConfig must be {type: enabled, maxReasoningEffort: low|medium|high} or {type: disabled}"
+    if family == "claude" and "thinking" in extra:
+        return anthropic_api.thinking_problem(_as_anthropic(body, model, extra))
+    return None
+
+
+def _as_anthropic(body: dict, model: str, extra: dict) -> dict:
+    """The Converse request as the Messages request Bedrock hands Claude, as far as thinking's rules look."""
+    inference = body.get("inferenceConfig") or {}
+    choice = (body.get("toolConfig") or {}).get("toolChoice") or {}
+    messages = [{"role": m["role"], "content": [_anthropic_block(b) for b in m["content"]]}
+                for m in body.get("messages") or []]
+    request = {"model": model.rsplit("/", 1)[-1].replace("anthropic.", "", 1), "messages": messages,
+               "max_tokens": inference.get("maxTokens", CLAUDE_DEFAULT_MAX_TOKENS), **extra}
+    if "temperature" in inference:
+        request["temperature"] = inference["temperature"]
+    if "topP" in inference:
+        request["top_p"] = inference["topP"]
+    if "any" in choice or "tool" in choice:
+        request["tool_choice"] = {"type": "any" if "any" in choice else "tool"}
+    return request
+
+
+def _anthropic_block(block: dict) -> dict:
+    for key, kind in (("toolUse", "tool_use"), ("toolResult", "tool_result"), ("reasoningContent", "thinking")):
+        if key in block:
+            return {"type": kind}
+    return {"type": "text"}
+
+
+def reasoning_on(body: dict, model: str) -> bool:
+    """Whether the request asks this model to reason (and so gets reasoningContent first)."""
+    extra = body.get("additionalModelRequestFields") or {}
+    family = model_family(model)
+    if family == "claude":
+        return (extra.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+    if family == "gpt-oss":
+        return extra.get("reasoning_effort") in _EFFORTS
+    if family == "nova-2":
+        return (extra.get("reasoningConfig") or {}).get("type") == "enabled"
+    return False
 
 
 # --- answers ------------------------------------------------------------------------------------------
@@ -273,6 +357,8 @@ async def respond(body: dict, model: str, streaming: bool, script: Script, send:
     if script.fail_status:
         await error_response(send, *_failure(script, model, streaming))
         return
+    if reasoning_on(body, model) and not script.reasoning_tokens:
+        script = script.with_overrides({"reasoning_tokens": anthropic_api.DEFAULT_THINKING_WORDS})
     tool = pick_tool(script, _offered_tools(body))
     words = script.words()
     stop_reason = "tool_use" if tool is not None else "end_turn"

@@ -20,7 +20,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from switchboard.budgets import VERDICT_WAIT_S
+from switchboard.budgets import VERDICT_WAIT_S, Verdict
 from switchboard.ledger.record import CallRecord
 from switchboard.policy import CallPlan
 from switchboard.providers import adapter
@@ -241,9 +241,12 @@ class Attempts:
         if not self.budget.done():
             from switchboard.observability import call_fields, logger
 
-            logger.warning("budget verdict late; the call goes ahead", extra=call_fields(self.record))
             settle(self.budget)
             self.budget = None
+            if self.settings.budget_on_error == "closed":
+                logger.warning("budget verdict late; the call is refused", extra=call_fields(self.record))
+                raise Verdict(unavailable="DynamoDB did not answer in time").error()
+            logger.warning("budget verdict late; the call goes ahead", extra=call_fields(self.record))
             return
         self._take_verdict()
 
@@ -307,7 +310,7 @@ class Attempts:
 
     def _committed(self, route: Route, attempt_started: float) -> None:
         self._log_attempt(route, "ok", 200, attempt_started)
-        self.record.provider, self.record.model = route.provider, route.model
+        self.record.provider, self.record.model, self.record.priced_as = route.provider, route.model, route.priced_as
 
     def _log_attempt(self, route: Route, outcome: str, status: int, attempt_started: float) -> None:
         self.record.attempts.append({

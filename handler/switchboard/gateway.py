@@ -15,11 +15,13 @@ from dataclasses import replace
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from switchboard import routing
 from switchboard.attempts import settle
 from switchboard.auth import Identity, KeyStore
-from switchboard.budgets import BudgetCheck, BudgetTracker, Scope, Verdict
+from switchboard.budgets import VERDICT_WAIT_S, BudgetCheck, BudgetTracker, Scope, Verdict, reservation_usd
 from switchboard.framing import Framer, ResponsesFramer
 from switchboard.ledger.record import UNAUTHENTICATED_TASK, CallClock, CallRecord
+from switchboard.ledger.schema import ALL_TASKS
 from switchboard.ledger.store import CallStore
 from switchboard.policy import CallPlan, plan, task_budgets
 from switchboard.protocol import GatewayError
@@ -69,7 +71,6 @@ class Gateway:
 
     def models(self) -> list[tuple[str, str]]:
         """(model id, owner) for every provider usable without a per-request key."""
-        from switchboard.ledger.pricing import catalog
         from switchboard.simulator.app import MODELS
 
         listed = []
@@ -78,7 +79,7 @@ class Gateway:
                 if config.base_url:
                     listed += [(f"simulator/{m}", "switchboard-simulator (simulated)") for m in MODELS]
             elif name != "local" and config.base_url and self._usable(name, config.spec.needs_key):
-                listed += [(f"{name}/{m}", name) for m in catalog(self.settings.prices_file).models(name)]
+                listed += [(f"{name}/{m}", name) for m in routing.prices(self.settings).models(name)]
         return listed
 
     def _usable(self, provider: str, needs_key: bool) -> bool:
@@ -149,12 +150,14 @@ class Gateway:
         record.task_id = UNAUTHENTICATED_TASK  # what the caller names is believed only once its key is
         identity = await self.identify(request)
         record.key_name = identity.name
-        record.task_id = (headers.get("x-inference-task-id") or "default").strip()[:256] or "default"
+        record.task_id = "default"  # where a refused task name's record goes
+        record.task_id = task_id(headers.get("x-inference-task-id"))
         record.metadata = metadata_from_headers(headers)
         if self.secrets is not None:
             await self.secrets.ensure_fresh(gateway_keys=False)  # provider keys: normally no wait at all
         _check_content_type(headers.get("content-type"))
-        body = parse_json(await read_body(request, self.settings.max_body_bytes))
+        raw = await read_body(request, self.settings.max_body_bytes)
+        body = parse_json(raw)
         echo: dict | None = None
         if record.api == "responses":  # translated once, at the door: everything after it speaks chat
             body, echo = chat_body_from_responses(body)
@@ -168,21 +171,22 @@ class Gateway:
         if self.settings.capture_traces:
             record.trace = {"messages": _capped(chat.body.get("messages"), self.settings.trace_max_chars)}
         try:
-            return await self._relay(record, clock, chat, headers, identity, framer)
+            return await self._relay(record, clock, chat, headers, identity, framer, len(raw))
         except BaseException:
             note_prompt_version(record, chat)  # the refusal's record carries it too
             raise
 
     async def _relay(self, record: CallRecord, clock: CallClock, chat: ChatRequest, headers: dict[str, str],
-                     identity: Identity, framer: Framer | None) -> Response:
+                     identity: Identity, framer: Framer | None, body_bytes: int) -> Response:
         """Plan the routes, admit the call (budgets, then rate limits), and hand it to the relay."""
         call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
         for route in call_plan.routes:
             if route.verify_host:
                 await verify_resolved(route.verify_host, self.resolve_addresses)
                 self.client.require_check(route.verify_host, route.port)
-        record.provider, record.model = call_plan.routes[0].provider, call_plan.routes[0].model
-        check = self._budget_check(record, identity)
+        primary = call_plan.routes[0]
+        record.provider, record.model, record.priced_as = primary.provider, primary.model, primary.priced_as
+        check = self._budget_check(record, identity, call_plan, chat, body_bytes)
         if check is not None:  # what is known already decides before anything is sent upstream
             call_plan = self._apply_verdict(check.known, call_plan, record, headers)
         limits = Limits(identity.rpm if identity.rpm is not None else self.settings.rate_limit_rpm,
@@ -196,7 +200,9 @@ class Gateway:
             return self.relay.stream(record, clock, chat, call_plan, admission, framer, budget)
         if pending is not None:  # not streamed: nobody waits on a first token, so the verdict comes first
             try:
-                call_plan = self._apply_verdict(await pending, call_plan, record, headers)
+                done, _ = await asyncio.wait((pending,), timeout=VERDICT_WAIT_S)
+                verdict = pending.result() if done else self.budgets.check_failed(None)
+                call_plan = self._apply_verdict(verdict, call_plan, record, headers)
             except BaseException:
                 settle(admission)
                 raise
@@ -204,15 +210,26 @@ class Gateway:
 
     # -- budgets ------------------------------------------------------------------------------------------
 
-    def _budget_check(self, record: CallRecord, identity: Identity) -> BudgetCheck | None:
-        """The call's task and key budgets, admitted; None (and no work at all) when it has neither."""
+    def _budget_check(self, record: CallRecord, identity: Identity, call_plan: CallPlan, chat: ChatRequest,
+                      body_bytes: int) -> BudgetCheck | None:
+        """The call's task and key budgets, its worst case reserved on each; None (and no work at all) when it
+        has neither. A budgeted call on a model nothing prices is refused: it would spend unseen."""
         scopes = []
         task_budget = self.task_budgets.get(record.task_id)
         if task_budget is not None:
             scopes.append(Scope("task", record.task_id, task_budget))
         if identity.budget is not None:
             scopes.append(Scope("key", identity.name, identity.budget))
-        return self.budgets.admit(record.request_id, scopes) if scopes else None
+        if not scopes:
+            return None
+        for route in call_plan.routes:
+            if route.priced_as is None:
+                raise unpriced(route, scopes[0].describe())
+        prices = routing.prices(self.settings)
+        output = chat.body.get("max_completion_tokens") or chat.body.get("max_tokens") \
+            or self.settings.budget_reserve_output_tokens
+        reserve = reservation_usd([prices.by_key(route.priced_as) for route in call_plan.routes], body_bytes, output)
+        return self.budgets.admit(record.request_id, scopes, reserve)
 
     def _apply_verdict(self, verdict: Verdict, call_plan: CallPlan, record: CallRecord,
                        headers: dict[str, str]) -> CallPlan:
@@ -223,7 +240,7 @@ class Gateway:
             raise verdict.error()
         route = self._downgrade_route(verdict, headers)
         record.budget_downgraded = True
-        record.provider, record.model = route.provider, route.model
+        record.provider, record.model, record.priced_as = route.provider, route.model, route.priced_as
         return replace(call_plan, routes=[route])
 
     def _downgrade_route(self, verdict: Verdict, headers: dict[str, str]) -> Route:
@@ -231,17 +248,40 @@ class Gateway:
         model = verdict.downgrade_model
         plain_headers = {k: v for k, v in headers.items() if not k.startswith("x-inference-provider")}
         try:
-            return resolve(model, plain_headers, self.settings, self.provider_keys)
+            route = resolve(model, plain_headers, self.settings, self.provider_keys)
         except GatewayError as exc:
             raise GatewayError(503, f"{verdict.describe()}, and its downgrade model '{model}' cannot be used: "
                                f"{exc.message}", code="budget_downgrade_unavailable") from None
+        if route.priced_as is None:
+            raise GatewayError(503, f"{verdict.describe()}, and its downgrade model '{model}' has no price "
+                               "(SWITCHBOARD_PRICES).", code="budget_downgrade_unavailable")
+        return route
 
     async def _reroute(self, pending: asyncio.Future, call_plan: CallPlan, record: CallRecord,
                        headers: dict[str, str]) -> list[Route] | None:
         """For a streamed call: the routes to move to once the shared verdict is in (None: carry on)."""
-        verdict = await pending
+        verdict = await asyncio.shield(pending)  # a call that stops waiting must not cancel the reservation
         moved = self._apply_verdict(verdict, call_plan, record, headers)
         return moved.routes if moved is not call_plan else None
+
+
+# Task names the ledger gives a meaning of its own: a caller's record under one would drop out of the reports.
+RESERVED_TASKS = frozenset({UNAUTHENTICATED_TASK, ALL_TASKS})
+
+
+def task_id(header: str | None) -> str:
+    """The caller's `x-inference-task-id`, trimmed ("default" when absent); 400 for a reserved name."""
+    task = (header or "default").strip()[:256] or "default"
+    if task in RESERVED_TASKS:
+        raise GatewayError(400, f"x-inference-task-id '{task}' is reserved by the gateway; name the task otherwise.",
+                           param="x-inference-task-id", code="reserved_task_id")
+    return task
+
+
+def unpriced(route: Route, budget: str) -> GatewayError:
+    return GatewayError(400, f"Model '{route.requested_model or route.model}' has no price, and {budget} has a "
+                        "budget, which it would spend unseen: add the model to a prices file named by "
+                        "SWITCHBOARD_PRICES, or set SWITCHBOARD_DEFAULT_PRICE.", param="model", code="model_unpriced")
 
 
 # Inference Catalyst carries its project key in these headers (the first is current, the second legacy);

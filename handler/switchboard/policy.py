@@ -27,7 +27,7 @@ from pathlib import Path
 
 from switchboard.budgets import Budget, parse_budget
 from switchboard.protocol import GatewayError
-from switchboard.routing import KeyLookup, Route, resolve, split_model
+from switchboard.routing import KeyLookup, Route, prices, resolve, split_model
 from switchboard.settings import Settings, SettingsError
 
 MAX_FALLBACKS = 4
@@ -88,8 +88,16 @@ def _task_budget(task_id: str, value: object) -> Budget:
 
 
 def task_budgets(settings: Settings) -> dict[str, Budget]:
-    """Every task budget in SWITCHBOARD_ROUTING (raises SettingsError for a bad one)."""
-    return routing_config(settings.routing_config).budgets
+    """Every task budget in SWITCHBOARD_ROUTING (raises SettingsError for a bad one, or for a downgrade model
+    the price catalog cannot price: a budget's own fallback must not spend unseen)."""
+    budgets = routing_config(settings.routing_config).budgets
+    catalog = prices(settings)
+    for task_id, budget in budgets.items():
+        if budget.downgrade_model is not None and catalog.resolve(*split_model(budget.downgrade_model)) is None:
+            raise SettingsError(f"SWITCHBOARD_ROUTING: tasks.{task_id}.budget.on_exceeded.model "
+                                f"'{budget.downgrade_model}' has no price: add it to SWITCHBOARD_PRICES or set "
+                                "SWITCHBOARD_DEFAULT_PRICE")
+    return budgets
 
 
 def plan(model: str, task_id: str, headers: dict[str, str], settings: Settings, provider_key: KeyLookup) -> CallPlan:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from switchboard.ledger.pricing import PriceCatalog, configured_catalog
 from switchboard.protocol import GatewayError
 from switchboard.providers import OFFICIAL_HOSTS, PROVIDERS
 from switchboard.settings import Settings
@@ -37,6 +38,12 @@ class Route:
     api_key: str | None = field(repr=False)
     requested_model: str = ""
     verify_host: str | None = None  # a caller-named host to resolve and check before connecting
+    billed_as: str | None = None  # a custom route to a provider's official host is priced as that provider
+    priced_as: str | None = None  # the price catalog entry that prices it (set when the call is planned)
+
+    @property
+    def price_provider(self) -> str:
+        return self.billed_as or self.provider
 
     @property
     def port(self) -> int:
@@ -72,7 +79,13 @@ def resolve(model: object, headers: dict[str, str], settings: Settings, provider
                            f"{config.spec.env_prefix}_API_KEY (or store one with 'switchboard providers set "
                            f"{provider}'), or send your own in x-inference-provider-api-key.",
                            param="model", code="provider_not_configured")
-    return Route(provider, config.spec.adapter, upstream_model, config.base_url, api_key, model)
+    return Route(provider, config.spec.adapter, upstream_model, config.base_url, api_key, model,
+                 priced_as=prices(settings).resolve(provider, upstream_model))
+
+
+def prices(settings: Settings) -> PriceCatalog:
+    """The price catalog the settings name (SWITCHBOARD_PRICES, SWITCHBOARD_DEFAULT_PRICE)."""
+    return configured_catalog(settings.prices_file, settings.default_price)
 
 
 def _hinted(model: str, hint: str) -> tuple[str, str]:
@@ -110,9 +123,11 @@ def _custom_route(model: str, raw_url: str, caller_key: str | None, settings: Se
         netloc += f":{port}"
     provider, slash, rest = model.partition("/")
     upstream_model = rest if slash and provider.lower() in PROVIDERS and rest else model
-    api_key = caller_key or _official_key_for(host, settings, provider_key)
+    api_key = caller_key or _configured_key_for(scheme, host, port, settings, provider_key)
+    billed_as = OFFICIAL_HOSTS.get(host)
     return Route("custom", "openai_compat", upstream_model, f"{scheme}://{netloc}{prefix}/v1", api_key, model,
-                 verify_host=host if must_verify else None)
+                 verify_host=host if must_verify else None, billed_as=billed_as,
+                 priced_as=prices(settings).resolve(billed_as or "custom", upstream_model))
 
 
 def parse_provider_url(raw: str) -> tuple[str, str, int | None, str]:
@@ -192,10 +207,17 @@ def is_internal_address(host: str) -> bool:
     return not address.is_global
 
 
-def _official_key_for(host: str, settings: Settings, provider_key: KeyLookup) -> str | None:
-    """A caller naming a provider's official host without a key of its own uses the gateway's key."""
+def _configured_key_for(scheme: str, host: str, port: int | None, settings: Settings,
+                        provider_key: KeyLookup) -> str | None:
+    """A caller naming the host of a provider's configured base URL, without a key of its own, uses the
+    gateway's key for that provider. Only that host: an operator who pointed OPENAI_BASE_URL at a proxy
+    never has the key sent to api.openai.com because a caller named it."""
+    default_port = 443 if scheme == "https" else 80
     for config in settings.providers.values():
-        if config.spec.default_base_url and urlsplit(config.spec.default_base_url).hostname == host:
+        if not config.base_url or not config.spec.needs_key:
+            continue
+        parts = urlsplit(config.base_url)
+        if parts.hostname == host and parts.scheme == scheme and (parts.port or default_port) == (port or default_port):
             return provider_key(config.name)
     return None
 

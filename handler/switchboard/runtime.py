@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from switchboard.auth import KeyStore, env_keys
 from switchboard.budgets import BudgetTracker
 from switchboard.gateway import Gateway
-from switchboard.ledger.pricing import catalog
+from switchboard.ledger.pricing import configured_catalog
 from switchboard.ledger.record import CallRecord
 from switchboard.ledger.recorder import Recorder
 from switchboard.ledger.store import CallStore
@@ -29,9 +29,9 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
                           settings.record_retention_days)
     limiter = RateLimiter(lambda: aws.client("dynamodb", settings), settings.table_name) if store else RateLimiter()
     budgets = BudgetTracker.from_settings(settings)
-    recorder = Recorder(store, catalog(settings.prices_file), write_budget_s=settings.ledger_write_budget_s,
-                        emit_metrics=settings.metrics, observers=observers, release=limiter.release,
-                        spend=budgets.spend)
+    prices = configured_catalog(settings.prices_file, settings.default_price)
+    recorder = Recorder(store, prices, write_budget_s=settings.ledger_write_budget_s, emit_metrics=settings.metrics,
+                        observers=observers, release=limiter.release, spend=budgets.spend)
     return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter,
                    budgets=budgets)
 

@@ -54,6 +54,9 @@ class Settings:
     capture_traces: bool = False
     trace_max_chars: int = 8000
     prices_file: str | None = None
+    default_price: tuple[float, float] | None = None  # SWITCHBOARD_DEFAULT_PRICE: USD per million in, out
+    budget_reserve_output_tokens: int = 1024  # a budgeted call's output reserved when it sets no max_tokens
+    budget_on_error: str = "open"  # a failed or slow budget check: "open" lets the call go, "closed" refuses
     table_name: str | None = None
     provider_keys_secret: str | None = None
     gateway_keys_secret: str | None = None
@@ -92,6 +95,9 @@ class Settings:
             capture_traces=_bool(env, "SWITCHBOARD_CAPTURE_TRACES"),
             trace_max_chars=_int(env, "SWITCHBOARD_TRACE_MAX_CHARS", 8000),
             prices_file=env.get("SWITCHBOARD_PRICES") or None,
+            default_price=_price_pair(env.get("SWITCHBOARD_DEFAULT_PRICE")),
+            budget_reserve_output_tokens=_int(env, "SWITCHBOARD_BUDGET_RESERVE_OUTPUT_TOKENS", 1024),
+            budget_on_error=_choice(env, "SWITCHBOARD_BUDGET_ON_ERROR", ("open", "closed")),
             table_name=env.get("SWITCHBOARD_TABLE") or None,
             provider_keys_secret=env.get("SWITCHBOARD_PROVIDER_KEYS_SECRET") or None,
             gateway_keys_secret=env.get("SWITCHBOARD_GATEWAY_KEYS_SECRET") or None,
@@ -163,6 +169,28 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
 
 def _ms(env: dict[str, str], name: str, default_ms: int) -> float:
     return _int(env, name, default_ms) / 1000.0
+
+
+def _price_pair(text: str | None) -> tuple[float, float] | None:
+    """"3,15": input and output USD per million tokens."""
+    if text is None or not text.strip():
+        return None
+    try:
+        pair = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        pair = ()
+    if len(pair) != 2 or not all(0 <= n < 1e6 for n in pair):
+        raise SettingsError("SWITCHBOARD_DEFAULT_PRICE must be 'input,output' in USD per million tokens, for "
+                            f"example '3,15', got {text!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    """One of `allowed` (the first is the default)."""
+    value = (env.get(name) or "").strip().lower() or allowed[0]
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {env.get(name)!r}")
+    return value
 
 
 def _bool(env: dict[str, str], name: str) -> bool:

@@ -176,21 +176,35 @@ def test_what_a_call_adds_refusals_nothing_unpriced_zero_and_incomplete():
     assert tracker.admit("req_free", []) is None  # no budget: nothing held, nothing to check
 
 
-def test_a_failed_table_read_lets_the_call_through_and_says_so():
-    class Unreachable(MemoryCounters):
-        shared = True
+class Unreachable(MemoryCounters):
+    shared = True
 
-        def read(self, keys):
-            raise ConnectionError("no route to DynamoDB")
+    def reserve(self, line, usd, minute):
+        raise ConnectionError("no route to DynamoDB")
 
+
+def test_a_failed_table_check_lets_the_call_through_and_says_so():
     tracker = BudgetTracker(Unreachable(), clock=lambda: NOON)
 
     async def check() -> Verdict:
-        return await tracker.admit("req_1", [Scope("task", "voice", Budget(daily_usd=1))]).pending
+        return await tracker.admit("req_1", [Scope("task", "voice", Budget(daily_usd=1))], 0.5).pending
 
-    before = len(LOGS.records_with("budget check failed"))
+    before = len(LOGS.records_with("budget check failed; the call goes ahead"))
     assert asyncio.run(check()) is UNDER
-    assert len(LOGS.records_with("budget check failed")) == before + 1
+    assert len(LOGS.records_with("budget check failed; the call goes ahead")) == before + 1
+    assert tracker.held["req_1"][0].usd == 0  # nothing was reserved, so nothing is handed back at the end
+
+
+def test_a_failed_table_check_refuses_the_call_when_budgets_fail_closed():
+    tracker = BudgetTracker(Unreachable(), clock=lambda: NOON, on_error="closed")
+
+    async def check() -> Verdict:
+        return await tracker.admit("req_1", [Scope("task", "voice", Budget(daily_usd=1))], 0.5).pending
+
+    verdict = asyncio.run(check())
+    error = verdict.error()
+    assert verdict.refuses and error.status == 503 and error.code == "budget_unavailable"
+    assert "SWITCHBOARD_BUDGET_ON_ERROR=closed" in error.message
 
 
 def test_table_counters_add_across_instances_and_note_once(local_aws):

@@ -78,7 +78,7 @@ def test_a_number_dynamodb_cannot_hold_costs_that_field_not_the_item(store):
 
 
 class BrokenPrices(PriceCatalog):
-    def cost(self, *args, **kwargs):
+    def by_key(self, *args, **kwargs):
         raise ZeroDivisionError("a bug in pricing (simulated)")
 
 

@@ -39,6 +39,8 @@ class CallRecord:
     usage_estimated: bool = False  # no usage from the upstream: completion tokens counted from deltas
     cost_usd: float | None = None
     priced: bool = False
+    priced_as: str | None = None  # the price catalog entry that priced the call ("default": SWITCHBOARD_DEFAULT_PRICE)
+    cost_estimated: bool = False  # priced by the operator's default price, not the model's own
     ttft_ms: float | None = None  # first content or tool-call delta
     first_chunk_ms: float | None = None  # first chunk the client sees, reasoning included
     upstream_latency_ms: float | None = None  # the upstream's own figure, where it reports one

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 
-from switchboard.ledger.pricing import PriceCatalog
+from switchboard.ledger.pricing import DEFAULT_KEY, PriceCatalog, cost_at
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.store import CallStore
 from switchboard.observability import SERVICE, call_fields, log_record, logger, metrics
@@ -144,10 +144,13 @@ def finish(record: CallRecord, clock: CallClock, prices: PriceCatalog) -> None:
     record.first_chunk_ms = clock.ms_since_start(_earliest(clock.first_chunk, clock.first_token))
     record.total_ms = clock.ms_since_start(CallClock.now())
     record.overhead_ms = clock.overhead_ms()
-    record.cost_usd = prices.cost(record.provider, record.model, record.prompt_tokens, record.completion_tokens,
-                                  record.cached_tokens, cache_write_tokens=record.cache_write_tokens,
-                                  total_tokens=record.total_tokens)
-    record.priced = prices.price(record.provider, record.model) is not None
+    if record.priced_as is None:  # the route normally names its price; a record made elsewhere may not
+        record.priced_as = prices.resolve(record.provider, record.model)
+    price = prices.by_key(record.priced_as)
+    record.cost_usd = cost_at(price, record.prompt_tokens, record.completion_tokens, record.cached_tokens,
+                              cache_write_tokens=record.cache_write_tokens, total_tokens=record.total_tokens)
+    record.priced = price is not None
+    record.cost_estimated = record.priced_as == DEFAULT_KEY
 
 
 def drop_implausible_usage(record: CallRecord) -> None:

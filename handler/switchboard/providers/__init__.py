@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import import_module
 from types import ModuleType
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -50,23 +51,12 @@ PROVIDERS: dict[str, ProviderSpec] = {
     )
 }
 
-# Hosts a caller may name in `x-inference-provider-url` without extra configuration.
-OFFICIAL_HOSTS = frozenset(
-    {
-        "api.openai.com",
-        "api.anthropic.com",
-        "api.groq.com",
-        "api.together.xyz",
-        "api.fireworks.ai",
-        "api.cerebras.ai",
-        "api.deepinfra.com",
-        "openrouter.ai",
-        "api.mistral.ai",
-        "api.x.ai",
-        "generativelanguage.googleapis.com",
-        "api.sambanova.ai",
-    }
-)
+# Hosts a caller may name in `x-inference-provider-url` without extra configuration, and whose provider they
+# belong to (a call there is priced as that provider's): every keyed provider's official host.
+OFFICIAL_HOSTS: dict[str, str] = {
+    urlsplit(spec.default_base_url).hostname or "": spec.name
+    for spec in PROVIDERS.values() if spec.default_base_url and spec.needs_key
+}
 
 _adapters: dict[str, ModuleType] = {}
 

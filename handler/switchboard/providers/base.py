@@ -6,8 +6,8 @@ An adapter module exposes two coroutines:
     raises `UpstreamError` before its first batch when the upstream refuses or cannot be reached,
     and mid-stream when the stream breaks.
   * `complete(client, route, body, settings)`: one `chat.completion` dict.
-`body` is the client's request, already cleaned by `switchboard.request`. The HTTP itself is aiohttp's,
-behind `transport.UpstreamClient`; adapters never see a socket.
+`body` is the client's request, already cleaned by `switchboard.request`. The HTTP itself is
+`transport.UpstreamClient`'s (an asyncio protocol over httptools' llhttp parser); adapters never see a socket.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-
-from yarl import URL
 
 from switchboard.protocol import EventTooLarge, GatewayError, SSEDecoder
 from switchboard.providers import transport
@@ -56,6 +54,21 @@ class UpstreamRequest:
 MIN_FRAGMENT = 8  # a key's piece this long, left at a cut, is still worth something to whoever reads it
 
 
+VISIBLE_DELTA_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning", "thinking")
+
+
+def is_visible(chunk: dict) -> bool:
+    """Anything the client will see, or a finish: what commits the call to its route (and proves it alive)."""
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    choice = choices[0]
+    if choice.get("finish_reason"):
+        return True
+    delta = choice.get("delta")
+    return bool(delta) and any(delta.get(name) for name in VISIBLE_DELTA_FIELDS)
+
+
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
     """An upstream's error text without the keys we sent it (some hosts echo the Authorization header)."""
     for secret in secrets:
@@ -92,7 +105,7 @@ def _trim_fragment(text, secrets: list):  # str with str secrets, bytes with byt
     return text
 
 
-async def post(client: UpstreamClient, url: str | URL, headers: dict[str, str], body: bytes,
+async def post(client: UpstreamClient, url: str, headers: dict[str, str], body: bytes,
                provider: str) -> UpstreamResponse:
     """POST and return the response whatever its status; a failure of the hop itself raises UpstreamError."""
     try:
@@ -274,23 +287,20 @@ async def read_events(response: UpstreamResponse, provider: str, is_last: Callab
     the connection, and the next call would pay for a new one, a TLS handshake included.
     """
     decoder = SSEDecoder()
-    body = response.chunks()
+    feed, readany = decoder.feed, response.readany
     try:
-        async for data in body:
-            events = decoder.feed(data)
+        while data := await readany():
+            events = feed(data)
             if not events:
                 continue
             yield events
             if is_last is not None and is_last(*events[-1]):
-                await body.aclose()  # closed now: left to the GC, its finalizer costs a loop wake-up per call
                 await response.drain()
                 return
-    except transport.TransportError as exc:
-        raise broken_read(provider, exc) from None
+    except transport.READ_ERRORS as exc:
+        raise broken_read(provider, transport.read_error(exc)) from None
     except EventTooLarge as exc:
         raise UpstreamError(502, f"Upstream provider '{provider}' sent {exc}.", kind="stream_error") from None
-    finally:
-        await body.aclose()
     if decoder.pending:
         raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
                             kind="stream_error")

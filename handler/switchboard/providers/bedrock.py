@@ -60,7 +60,6 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 from botocore.utils import percent_encode
-from yarl import URL
 
 from switchboard.observability import logger
 from switchboard.protocol import GatewayError, dumps
@@ -832,8 +831,8 @@ async def _open(client: UpstreamClient, route: Route, body: dict, settings: Sett
         secrets = (credentials.secret_key, credentials.token)
         headers = sign(url, payload, {"content-type": "application/json", "accept": accept}, credentials, region)
         headers["accept-encoding"] = "identity"
-        # Already encoded: a plain string would have yarl turn %3A back into ":", and the signature break.
-        response = await post(client, URL(url, encoded=True), headers, payload, route.provider)
+        # Already encoded, and sent byte for byte: turning %3A back into ":" would break the signature.
+        response = await post(client, url, headers, payload, route.provider)
         if response.status < 300:
             return response, secrets
         try:

@@ -28,6 +28,7 @@ from bench.servers import (
     Server,
     Tree,
     lambda_env,
+    spawn_deployed,
     spawn_uvicorn,
 )
 from bench.stats import median, median_ratio, package_import_ms
@@ -68,7 +69,9 @@ def _checked(sample: Sample, what: str, server: Server) -> Sample:
 async def _trial(fleet: Fleet, home: Path, simulator_url: str, model: str, app: App) -> Trial:
     # Every app gets the Lambda-shaped environment; the bare proxy reads OPENAI_BASE_URL / OPENAI_API_KEY.
     async with make_client(2) as first_client, make_client(2) as warm_client:
-        server = spawn_uvicorn(fleet, f"cold-{app.name}", app.module, lambda_env(home, simulator_url), app.tree)
+        env = lambda_env(home, simulator_url)
+        server = (spawn_uvicorn(fleet, f"cold-{app.name}", app.module, env, app.tree) if app.name == BARE
+                  else spawn_deployed(fleet, f"cold-{app.name}", env, app.tree))
         try:
             health_s = server.wait_ready("/health")
             target = Target(app.name, server.url + "/v1", model, GATEWAY_KEY)

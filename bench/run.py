@@ -72,7 +72,7 @@ from bench.servers import (
     install_litellm,
     lambda_env,
     litellm_venv,
-    spawn_uvicorn,
+    spawn_deployed,
     start_floor,
     start_gateway,
     start_litellm,
@@ -203,7 +203,7 @@ async def _memory_of(server: Server, streams: int) -> dict:
 def start_lambda_shaped(fleet: Fleet, simulator: Server, home: Path, tree: Tree = MAIN_TREE,
                         name: str = "gateway-asgi") -> Server:
     """The gateway as the web adapter runs it (handler/run.sh), with no ledger table: records go to the log."""
-    server = spawn_uvicorn(fleet, name, coldstart.GATEWAY_APP, lambda_env(home, simulator.url), tree)
+    server = spawn_deployed(fleet, name, lambda_env(home, simulator.url), tree)
     server.wait_ready("/health")
     return server
 

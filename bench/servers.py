@@ -243,9 +243,19 @@ def compare_tree(path: str) -> Tree:
 
 
 def spawn_uvicorn(fleet: Fleet, name: str, app: str, env: dict[str, str], tree: Tree = MAIN_TREE) -> Server:
-    """`python -m uvicorn <app>` the way handler/run.sh starts it under the Lambda Web Adapter."""
+    """`python -m uvicorn <app>`: how the bare FastAPI proxy is served (and an older tree's gateway was)."""
     port = free_port()
     argv = [str(tree.venv_bin / "python"), "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
+    return fleet.spawn(name, argv, tree.env(env), port, cwd=tree.root)
+
+
+def spawn_deployed(fleet: Fleet, name: str, env: dict[str, str], tree: Tree = MAIN_TREE) -> Server:
+    """The gateway exactly as that tree's handler/run.sh starts it under the Lambda Web Adapter."""
+    run_sh = (tree.root / "handler" / "run.sh").read_text()
+    if "switchboard.serving" not in run_sh:  # a tree from before run.sh ran the gateway's own entry
+        return spawn_uvicorn(fleet, name, "switchboard.asgi:app", env, tree)
+    port = free_port()
+    argv = [str(tree.venv_bin / "python"), "-m", "switchboard.serving", "--host", HOST, "--port", str(port)]
     return fleet.spawn(name, argv, tree.env(env), port, cwd=tree.root)
 
 

@@ -5,7 +5,8 @@ the first-token deadline) can still be retried or handed to the next route. The 
 anything the client will see (content, a tool call, a refusal, reasoning, or the finish) commits the
 call to that route: from then on its stream is relayed as is and never switched, but the call's total
 deadline still holds, however slowly the upstream trickles. Buffer words, if due while waiting, are
-signalled to the relay as `BUFFER`; they carry no upstream content, so a later fallback is still clean.
+said through the relay's callback; they carry no upstream content, so a later fallback is still clean.
+Once a route commits, `start` hands its stream to the relay, which reads the rest under one total deadline.
 
 A streamed call whose budgets are still being read carries `budget`: a future that resolves to None
 (carry on), to the routes of the budget's downgrade model, or to a GatewayError (refused). It is raced
@@ -18,18 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NamedTuple
 
 from switchboard.budgets import VERDICT_WAIT_S, Verdict
 from switchboard.ledger.record import CallRecord
 from switchboard.policy import CallPlan
 from switchboard.providers import adapter
-from switchboard.providers.base import Chunk, UpstreamError
+from switchboard.providers.base import Chunk, UpstreamError, is_visible
 from switchboard.providers.transport import UpstreamClient
 from switchboard.routing import Route
 from switchboard.settings import Settings
 
-BUFFER = object()  # yielded (at most once) when buffer words are due
 _TIMEOUT = object()
 _VERDICT = object()  # the budget verdict came in while waiting on the upstream
 BUDGET_DOWNGRADED = "budget_downgraded"  # an attempt's outcome when a budget moved the call off it
@@ -86,6 +87,11 @@ class _Puller:
             return task.result()
         return _VERDICT if verdict in done else _TIMEOUT
 
+    def take_pending(self) -> asyncio.Future | None:
+        """The read still under way (buffer words gave up waiting on it), for the caller to await first."""
+        task, self.task = self.task, None
+        return task
+
     async def aclose(self) -> None:
         if self.task is not None:
             self.task.cancel()
@@ -96,19 +102,15 @@ class _Puller:
             await self.iterator.aclose()  # type: ignore[attr-defined]
 
 
-VISIBLE_DELTA_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning", "thinking")
+class Committed(NamedTuple):
+    """The route that produced the first token: what it sent so far, and the rest of its stream."""
+
+    held: list[Chunk]
+    upstream: _Puller
+    ended: bool  # its stream is already over (nothing more to read)
 
 
-def is_first_token(chunk: dict) -> bool:
-    """Anything the client will see, or a finish: what commits the call to its route (and proves it alive)."""
-    choices = chunk.get("choices")
-    if not choices:
-        return False
-    choice = choices[0]
-    if choice.get("finish_reason"):
-        return True
-    delta = choice.get("delta")
-    return bool(delta) and any(delta.get(name) for name in VISIBLE_DELTA_FIELDS)
+BufferWords = Callable[[], Awaitable[None]]
 
 
 def retryable(error: UpstreamError) -> bool:
@@ -131,8 +133,10 @@ class Attempts:
     def _buffer_pending(self) -> float | None:
         return self.buffer_due if self.buffer_due is not None and not self.record.buffer_words else None
 
-    async def stream(self) -> AsyncIterator[list[Chunk] | object]:
-        """BUFFER at most once, then the winning route's batches of chunks; raises the last error if all fail."""
+    async def start(self, buffer_words: BufferWords) -> Committed:
+        """Try the routes until one produces its first token, and hand that stream over (the caller reads the
+        rest and closes it). `buffer_words` is called, at most once, when they fall due before then. Raises the
+        last error if every route fails."""
         try:
             last_error: UpstreamError | None = None
             routes, index = list(self.plan.routes), 0
@@ -146,11 +150,11 @@ class Attempts:
                         break
                     attempt_started = time.perf_counter()
                     upstream = _Puller(adapter(route.adapter).stream(self.client, route, self.body, self.settings))
+                    handed_over = False
                     try:
                         held: list[Chunk] = []
                         try:
-                            async for signal in self._until_first_token(upstream, held, attempt_started):
-                                yield signal
+                            ended = await self._until_first_token(upstream, held, attempt_started, buffer_words)
                         except UpstreamError as error:
                             last_error = self._failed(route, error, attempt_started)
                         except _Rerouted as moved:  # as a fallback would: this attempt ends, the cheaper model starts
@@ -159,31 +163,24 @@ class Attempts:
                             break
                         else:
                             self._committed(route, attempt_started)
-                            if held:
-                                yield held
-                            while True:  # committed: relayed as is, never switched
-                                try:
-                                    batch = await upstream.next(self.total_deadline, abandon_on_timeout=True)
-                                except StopAsyncIteration:
-                                    return
-                                if batch is _TIMEOUT:
-                                    raise UpstreamError(504, "The call's total deadline passed mid-stream.",
-                                                        kind="timeout")
-                                yield batch
+                            handed_over = True
+                            return Committed(held, upstream, ended)
                     finally:
-                        await upstream.aclose()
+                        if not handed_over:
+                            await upstream.aclose()
                     wait = self._retry_wait(last_error, retry)
                     if wait is None:
                         break  # on to the next route
-                    async for signal in self._sleep(wait):
-                        yield signal
+                    await self._sleep(wait, buffer_words)
                     retry += 1
             assert last_error is not None
             raise last_error
         finally:
             settle(self.budget)  # a verdict nobody waits for any more: cancelled, or its result taken
 
-    async def _until_first_token(self, upstream: _Puller, held: list[Chunk], attempt_started: float):
+    async def _until_first_token(self, upstream: _Puller, held: list[Chunk], attempt_started: float,
+                                 buffer_words: BufferWords) -> bool:
+        """Read until the first token (True: the stream ended first, with nothing better to come from a retry)."""
         first_token_deadline = (attempt_started + self.plan.first_token_timeout_s
                                 if self.plan.first_token_timeout_s else None)
         deadline = min(d for d in (first_token_deadline, self.total_deadline) if d is not None)
@@ -198,7 +195,7 @@ class Attempts:
             except StopAsyncIteration:
                 if self.budget is not None:
                     await self._await_verdict()
-                return  # ended without content: nothing better will come from retrying
+                return True
             if item is _VERDICT:
                 self._take_verdict()  # under budget: keep waiting on this attempt
                 continue
@@ -207,15 +204,15 @@ class Attempts:
                     if self.budget is not None:
                         await self._await_verdict()  # buffer words are a first byte too
                     self.record.buffer_words = True
-                    yield BUFFER
+                    await buffer_words()
                     continue
                 raise UpstreamError(504, f"No first token within {round((deadline - attempt_started) * 1000)} ms.",
                                     kind="first_token_timeout")
             held.extend(item)
-            if any(is_first_token(parsed) for _payload, parsed in item):
+            if any(is_visible(parsed) for _payload, parsed in item):
                 if self.budget is not None:
                     await self._await_verdict()  # the first token waits here only if the table is slower than it
-                return
+                return False
 
     def _decided_routes(self) -> list[Route] | None:
         """Between attempts: a verdict already in moves the call before anything more is sent upstream."""
@@ -290,14 +287,14 @@ class Attempts:
             return None
         return wait
 
-    async def _sleep(self, wait: float):
-        """Sleep, still signalling buffer words if they fall due meanwhile."""
+    async def _sleep(self, wait: float, buffer_words: BufferWords) -> None:
+        """Sleep, still saying the buffer words if they fall due meanwhile."""
         resume = time.perf_counter() + wait
         while (now := time.perf_counter()) < resume:
             buffer_due = self._buffer_pending()
             if buffer_due is not None and buffer_due <= now:
                 self.record.buffer_words = True
-                yield BUFFER
+                await buffer_words()
                 continue
             await asyncio.sleep((min(resume, buffer_due) if buffer_due else resume) - now)
 

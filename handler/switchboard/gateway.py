@@ -9,16 +9,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
-
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from switchboard import routing
 from switchboard.attempts import settle
 from switchboard.auth import Identity, KeyStore
 from switchboard.budgets import VERDICT_WAIT_S, BudgetCheck, BudgetTracker, Scope, Verdict, reservation_usd
+from switchboard.exchange import Incoming, Receive, Send
 from switchboard.framing import Framer, ResponsesFramer
 from switchboard.ledger.record import UNAUTHENTICATED_TASK, CallClock, CallRecord
 from switchboard.ledger.schema import ALL_TASKS
@@ -36,6 +34,7 @@ from switchboard.secrets import Secrets
 from switchboard.settings import Settings
 
 ProviderKeys = Callable[[str], "str | None"]
+Answer = Callable[[dict, Receive, Send], Awaitable[None]]  # an ASGI response: a Reply, or a stream
 
 
 class Gateway:
@@ -91,12 +90,10 @@ class Gateway:
             return adapter("bedrock").CREDENTIALS.found
         return True
 
-    def authenticate(self, request: Request, *, admin: bool = False) -> Identity:
-        return self.keys.authenticate(request.headers.get("authorization"), admin=admin)
-
-    async def identify(self, request: Request, *, admin: bool = False) -> Identity:
-        """Environment keys answer at once; only a stored key may wait for the first Secrets Manager read."""
-        authorization = gateway_authorization(request.headers)
+    async def identify(self, headers: Mapping[str, str], *, admin: bool = False) -> Identity:
+        """Environment keys answer at once; only a stored key may wait for the first Secrets Manager read.
+        `headers`: lower-case names (a dict), or any mapping that finds them so (Starlette's Headers)."""
+        authorization = gateway_authorization(headers)
         identity = self.keys.static_identity(authorization, admin=admin)
         if identity is not None:
             return identity
@@ -104,8 +101,8 @@ class Gateway:
             await self.secrets.ensure_fresh()
         return self.keys.authenticate(authorization, admin=admin)
 
-    async def authenticate_admin(self, request: Request) -> Identity:
-        return await self.identify(request, admin=True)
+    async def authenticate_admin(self, headers: Mapping[str, str]) -> Identity:
+        return await self.identify(headers, admin=True)
 
     def require_store(self) -> CallStore:
         if self.store is None:
@@ -113,13 +110,7 @@ class Gateway:
                                code="ledger_not_configured")
         return self.store
 
-    async def chat_completions(self, request: Request) -> Response:
-        return await self.call(request, "chat")
-
-    async def responses(self, request: Request) -> Response:
-        return await self.call(request, "responses")
-
-    async def call(self, request: Request, api: str) -> Response:
+    async def call(self, request: Incoming, api: str) -> Answer:
         """One model call in either wire format. Every outcome, refusals included, leaves exactly one record."""
         clock = CallClock()
         record = CallRecord(api=api)
@@ -145,10 +136,10 @@ class Gateway:
             raise GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
                                code="internal_error", headers={"x-request-id": record.request_id}) from None
 
-    async def _call(self, request: Request, record: CallRecord, clock: CallClock) -> Response:
-        headers = catalyst_headers({k.lower(): v for k, v in request.headers.items()})
+    async def _call(self, request: Incoming, record: CallRecord, clock: CallClock) -> Answer:
+        headers = catalyst_headers(request.headers)
         record.task_id = UNAUTHENTICATED_TASK  # what the caller names is believed only once its key is
-        identity = await self.identify(request)
+        identity = await self.identify(headers)
         record.key_name = identity.name
         record.task_id = "default"  # where a refused task name's record goes
         record.task_id = task_id(headers.get("x-inference-task-id"))
@@ -156,7 +147,7 @@ class Gateway:
         if self.secrets is not None:
             await self.secrets.ensure_fresh(gateway_keys=False)  # provider keys: normally no wait at all
         _check_content_type(headers.get("content-type"))
-        raw = await read_body(request, self.settings.max_body_bytes)
+        raw = await request.body(self.settings.max_body_bytes)
         body = parse_json(raw)
         echo: dict | None = None
         if record.api == "responses":  # translated once, at the door: everything after it speaks chat
@@ -177,7 +168,7 @@ class Gateway:
             raise
 
     async def _relay(self, record: CallRecord, clock: CallClock, chat: ChatRequest, headers: dict[str, str],
-                     identity: Identity, framer: Framer | None, body_bytes: int) -> Response:
+                     identity: Identity, framer: Framer | None, body_bytes: int) -> Answer:
         """Plan the routes, admit the call (budgets, then rate limits), and hand it to the relay."""
         call_plan = plan(chat.model, chat.task_id, headers, self.settings, self.provider_keys)
         for route in call_plan.routes:
@@ -308,23 +299,6 @@ def catalyst_headers(headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "x-inference-provider-api-key": provider_key} if provider_key else headers
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise GatewayError(499, "The client went away before sending the whole body.",
-                           code="client_disconnected") from None
-    return b"".join(chunks)
-
-
 async def resolve_addresses(host: str) -> list[str]:
     """Every address `host` resolves to (cached for a minute: a voice call should not wait on DNS twice)."""
     cached = _resolved.get(host)
@@ -339,11 +313,6 @@ async def resolve_addresses(host: str) -> list[str]:
 
 
 _resolved: dict[str, tuple[float, list[str]]] = {}
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(413, f"The request body is larger than the gateway's limit of {limit} bytes "
-                        "(SWITCHBOARD_MAX_BODY_BYTES).", code="request_too_large")
 
 
 def _check_content_type(content_type: str | None) -> None:

@@ -9,12 +9,11 @@ final `data: [DONE]`, because on Lambda the process may be frozen once the respo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable
 
-import anyio
-from starlette.responses import Response
-
-from switchboard.attempts import BUFFER, Attempts, settle
+from switchboard.attempts import Attempts, Committed, settle
+from switchboard.exchange import Reply, error_reply, no_receive
 from switchboard.framing import ChatFramer, Framer
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
 from switchboard.policy import CallPlan
@@ -114,88 +113,26 @@ class Relay:
         self.client = client
         self.settings = settings
         self.recorder = recorder
+        self.after_first_byte: Callable[[], None] | None = None  # once, after the process's first answer starts
+
+    def first_byte_sent(self) -> None:
+        hook, self.after_first_byte = self.after_first_byte, None
+        if hook is not None:
+            hook()
 
     def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
                admission: Awaitable[None] | None = None, framer: Framer | None = None,
-               budget: asyncio.Future | None = None) -> Response:
+               budget: asyncio.Future | None = None) -> EventStreamResponse:
         """The streamed response. Its status is decided by the first thing the call produces: an error
         before any byte (the upstream's 4xx, 502, 504, a refused admission or budget) is sent as a JSON
         error. `budget` is the budget verdict still on its way (see attempts.py)."""
         attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start, budget)
-        framer = framer or ChatFramer(record, chat.include_usage)
-        return EventStreamResponse(self._events(record, clock, framer, attempts, admission, chat),
-                                   headers={"x-request-id": record.request_id})
-
-    async def _events(self, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
-                      admission: Awaitable[None] | None, chat: ChatRequest) -> AsyncIterator[bytes | GatewayError]:
-        observer = ChunkObserver(record, clock)
-        chunks = attempts.stream()
-        sent = False
-        opening: bytes | None = None
-        clock.upstream_sent = CallClock.now()
-        try:
-            async for item in chunks:
-                if not sent:
-                    if admission is not None:
-                        await admission  # decided long before the first token, normally
-                        admission = None
-                    clock.upstream_first = clock.client_first = CallClock.now()
-                    if opening is None:
-                        opening = framer.opening()  # numbered before anything it precedes
-                # one write for everything this upstream read brought
-                out = framer.buffer_words() if item is BUFFER else framer.frames(item, observer)  # type: ignore
-                if out:
-                    if not sent:
-                        out = opening + out  # type: ignore[operator]
-                        sent = True
-                    yield out
-        except (UpstreamError, GatewayError) as exc:
-            settle(admission)
-            if isinstance(exc, UpstreamError) and exc.usage:
-                apply_usage(record, exc.usage)
-            error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
-            record.status, record.error = error.status, error.message
-            record.outcome = exc.kind if isinstance(exc, UpstreamError) else (error.code or error.type)
-            observer.finish_trace(self.settings.trace_max_chars)
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
-                await self._record(record, clock, observer, chat)
-            if sent:
-                yield framer.failed(error.message, error.code or record.outcome)
-            else:
-                error.headers["x-request-id"] = record.request_id
-                yield error
-            return
-        except Exception as exc:  # a bug of ours: still one record, and a clean ending, never a cut stream
-            from switchboard.observability import call_fields, logger
-
-            logger.exception("unexpected error in a stream", extra=call_fields(record))
-            settle(admission)
-            error = GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
-                                 code="internal_error", headers={"x-request-id": record.request_id})
-            record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
-                await self._record(record, clock, observer, chat)
-            yield framer.failed(error.message, error.code) if sent else error
-            return
-        except BaseException:  # cancelled (client gone) or closed by the server
-            settle(admission)
-            record.status, record.outcome = 499, DISCONNECTED
-            observer.finish_trace(self.settings.trace_max_chars)
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
-                await self._record(record, clock, observer, chat)
-            raise
-        if record.outcome == "pending":
-            record.outcome = "stop"
-        observer.finish_trace(self.settings.trace_max_chars)
-        with anyio.CancelScope(shield=True):  # a hang-up now must not cost the record
-            await self._record(record, clock, observer, chat)
-        yield framer.done() if sent else (framer.opening() if opening is None else opening) + framer.done()
+        call = StreamedCall(self, record, clock, framer or ChatFramer(record, chat.include_usage), attempts, admission,
+                            chat)
+        return EventStreamResponse(call.run, headers={"x-request-id": record.request_id})
 
     async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-                       admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Response:
+                       admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Reply:
         if admission is not None:
             await admission  # not streamed, so nobody is waiting on a first token: check the limit first
         clock.upstream_sent = CallClock.now()
@@ -219,7 +156,9 @@ class Relay:
         framer = framer or ChatFramer(record, False)
         body = dumps(framer.completion(completion))  # framed before the record: a failure here is still one record
         await self._record(record, clock, chat=chat)
-        return Response(body, media_type="application/json", headers={"x-request-id": record.request_id})
+        if self.after_first_byte is not None:
+            self.first_byte_sent()
+        return Reply(body, headers={"x-request-id": record.request_id})
 
     async def _record(self, record: CallRecord, clock: CallClock, observer: ChunkObserver | None = None,
                       chat: ChatRequest | None = None) -> None:
@@ -237,57 +176,191 @@ def note_prompt_version(record: CallRecord, chat: ChatRequest | None) -> None:
         record.prompt_version = getattr(chat, "prompt_version", None)
 
 
-class EventStreamResponse(Response):
-    """A `text/event-stream` response that notices a client leaving while the upstream is silent.
+class Hangup:
+    """Whether the client left, and whether the call may be cancelled for it right now (not while recording)."""
 
-    Starlette's StreamingResponse only notices on the next write under newer ASGI servers; a voice
-    call that hangs up during a slow first token must cancel the upstream at once.
+    __slots__ = ("done", "shielded", "left")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.shielded = False
+        self.left = False
+
+
+Send = Callable[[dict], Awaitable[None]]
+
+
+class StreamedCall:
+    """One streamed call, relayed: the first attempt's first token to the client, then every batch as it comes.
+
+    It writes to the server itself (one `send` per upstream read, the response head with the first bytes),
+    with one timer for the call's total deadline once a route is committed, so a token passes through as few
+    layers as it can on its way out.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], status_code: int = 200,
-                 headers: dict[str, str] | None = None) -> None:
-        self.chunks = body
+    def __init__(self, relay: Relay, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
+                 admission: Awaitable[None] | None, chat: ChatRequest) -> None:
+        self.relay, self.record, self.clock, self.framer = relay, record, clock, framer
+        self.attempts, self.admission, self.chat = attempts, admission, chat
+        self.observer = ChunkObserver(record, clock)
+        self.send: Send = _no_send
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.opening: bytes | None = None
+        self.sent = False
+
+    async def run(self, send: Send, headers: list[tuple[bytes, bytes]], hangup: Hangup) -> None:
+        self.send, self.headers = send, headers
+        record, clock = self.record, self.clock
+        committed: Committed | None = None
+        self._opening()  # numbered before anything it precedes (Responses events carry sequence numbers)
+        clock.upstream_sent = CallClock.now()
+        try:
+            committed = await self.attempts.start(self._buffer_words)
+            await self._relay(committed)
+        except (UpstreamError, GatewayError) as exc:
+            settle(self.admission)
+            if isinstance(exc, UpstreamError) and exc.usage:
+                apply_usage(record, exc.usage)
+            error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
+            record.status, record.error = error.status, error.message
+            record.outcome = exc.kind if isinstance(exc, UpstreamError) else (error.code or error.type)
+            await self._end(committed, hangup)
+            await self._fail(error, error.code or record.outcome)
+            return
+        except Exception as exc:  # a bug of ours: still one record, and a clean ending, never a cut stream
+            from switchboard.observability import call_fields, logger
+
+            logger.exception("unexpected error in a stream", extra=call_fields(record))
+            settle(self.admission)
+            record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
+            await self._end(committed, hangup)
+            await self._fail(GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
+                                          code="internal_error"), "internal_error")
+            return
+        except BaseException:  # cancelled (client gone) or closed by the server
+            settle(self.admission)
+            record.status, record.outcome = 499, DISCONNECTED
+            await self._end(committed, hangup)
+            raise
+        if record.outcome == "pending":
+            record.outcome = "stop"
+        await self._end(committed, hangup)
+        done = self.framer.done()
+        await self._write(done if self.sent else self._opening() + done, more=False)
+
+    async def _relay(self, committed: Committed) -> None:
+        """The committed route's batches, as they come, until its stream ends or the call's deadline passes."""
+        frames, observer = self.framer.frames, self.observer
+        if committed.held:
+            await self._emit(frames(committed.held, observer))
+        if committed.ended:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.attempts.total_deadline - time.perf_counter(), 0.0)
+        try:
+            async with asyncio.timeout_at(deadline):
+                pending = committed.upstream.take_pending()
+                if pending is not None:
+                    try:
+                        await self._emit(frames(await pending, observer))
+                    except StopAsyncIteration:
+                        return
+                async for batch in committed.upstream.iterator:
+                    await self._emit(frames(batch, observer))
+        except TimeoutError:
+            raise UpstreamError(504, "The call's total deadline passed mid-stream.", kind="timeout") from None
+
+    async def _buffer_words(self) -> None:
+        await self._emit(self.framer.buffer_words())
+
+    async def _emit(self, out: bytes) -> None:
+        """Bytes for the client; the first ones wait for the rate limit's verdict and carry the stream's opening."""
+        if not out:
+            return
+        if self.sent:
+            await self.send({"type": "http.response.body", "body": out, "more_body": True})
+            return
+        if self.admission is not None:
+            admission, self.admission = self.admission, None
+            await admission  # decided long before the first token, normally
+        self.clock.upstream_first = self.clock.client_first = CallClock.now()
+        await self._write(self._opening() + out)
+        if self.relay.after_first_byte is not None:
+            self.relay.first_byte_sent()
+
+    def _opening(self) -> bytes:
+        if self.opening is None:
+            self.opening = self.framer.opening()  # numbered before anything it precedes
+        return self.opening
+
+    async def _write(self, body: bytes, *, more: bool = True) -> None:
+        if not self.sent:
+            self.sent = True
+            await self.send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def _fail(self, error: GatewayError, code: str | None) -> None:
+        """After the first byte: the format's failure event and the end. Before it: a plain JSON error."""
+        if self.sent:
+            await self._write(self.framer.failed(error.message, code), more=False)
+            return
+        error.headers["x-request-id"] = self.record.request_id
+        await error_reply(error)({"type": "http"}, no_receive, self.send)
+
+    async def _end(self, committed: Committed | None, hangup: Hangup) -> None:
+        """Close the upstream and write the record, a hang-up meanwhile notwithstanding (it must not cost it)."""
+        hangup.shielded = True
+        try:
+            if committed is not None:  # (a route that never committed was closed by the attempts already)
+                await committed.upstream.aclose()
+            self.observer.finish_trace(self.relay.settings.trace_max_chars)
+            await self.relay._record(self.record, self.clock, self.observer, self.chat)
+        finally:
+            hangup.shielded = False
+
+
+class EventStreamResponse:
+    """A `text/event-stream` response written by its body function, which notices a client leaving while the
+    upstream is silent (Starlette's StreamingResponse notices only on its next write, and uvicorn drops writes
+    to a closed connection silently: a voice call that hangs up during a slow first token must cancel the
+    upstream at once)."""
+
+    def __init__(self, body: Callable[[Send, list[tuple[bytes, bytes]], Hangup], Awaitable[None]],
+                 status_code: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.body_function = body
         self.status_code = status_code
         self.background = None
         self.extra_headers = headers or {}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        hangup = Hangup()
+        watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, asyncio.current_task(),
+                                                                               hangup))
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-                await self._send_all(send)
-                group.cancel_scope.cancel()
+            await self.body_function(send, self._headers(), hangup)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.chunks.aclose()  # type: ignore[attr-defined]
-
-    async def _send_all(self, send: Callable) -> None:
-        started = False
-        async for chunk in self.chunks:
-            if isinstance(chunk, GatewayError):  # failed before any byte: a plain JSON error instead
-                await Response(dumps(chunk.body()), status_code=chunk.status, headers=chunk.headers,
-                               media_type="application/json")({"type": "http"}, _no_receive, send)
-                return
-            if not started:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self._headers()})
-                started = True
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if not started:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self._headers()})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            hangup.done = True
+            watcher.cancel()
 
     def _headers(self) -> list[tuple[bytes, bytes]]:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
         return headers + [(k.encode(), v.encode()) for k, v in (SSE_HEADERS | self.extra_headers).items()]
 
 
-async def _no_receive() -> dict:
-    return {"type": "http.disconnect"}
+async def _no_send(message: dict) -> None:
+    raise RuntimeError("a stream's body function ran without a server to send to")
 
 
-async def _cancel_on_disconnect(receive: Callable, scope: anyio.CancelScope) -> None:
+async def _cancel_on_disconnect(receive: Callable, task: asyncio.Task | None, hangup: Hangup) -> None:
     while True:
         message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
+        if message["type"] != "http.disconnect":
+            continue
+        if hangup.done:
             return
+        hangup.left = True
+        while hangup.shielded:  # the record is being written: it goes first, then the call ends
+            await asyncio.sleep(0.01)
+        if not hangup.done and task is not None:
+            task.cancel()
+        return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable
 
@@ -36,8 +37,27 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
                    budgets=budgets)
 
 
+WARM_IDLE_S = 2.0  # with no call by then, warm up anyway
+
+
+def warm_after_first_call(gateway: Gateway) -> None:
+    """Warm up (AWS clients, both secrets, the logger, Bedrock's signer) once the first call's first byte is out,
+    or WARM_IDLE_S after start-up if no call came: a warm-up thread holding the interpreter while the first call
+    waits for its first token would add to the very latency it is meant to save. What the first call's record
+    needs is then loading beside its stream, not after it."""
+    started = threading.Event()
+
+    def start() -> None:
+        if not started.is_set():
+            started.set()
+            warm_in_background(gateway)
+
+    gateway.relay.after_first_byte = start
+    asyncio.get_running_loop().call_later(WARM_IDLE_S, start)
+
+
 def warm_in_background(gateway: Gateway) -> threading.Thread:
-    """After start-up, off the request path: AWS clients, both secrets, the logger."""
+    """Off the request path: AWS clients, both secrets, the logger."""
 
     def warm() -> None:
         from switchboard import aws
@@ -69,6 +89,8 @@ def warm_bedrock(gateway: Gateway) -> None:
     from switchboard.providers import adapter
 
     bedrock = adapter("bedrock")
+    if bedrock.CREDENTIALS.found:
+        return  # a call resolved them already: loading again would only refresh them early
     try:
         bedrock.CREDENTIALS.load()
     except bedrock.CredentialsUnavailable:

@@ -89,7 +89,9 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
 
 def uvicorn_options(**overrides: Any) -> dict[str, Any]:
     """The uvicorn settings every switchboard server shares (`serve`, the simulator, tests, bench)."""
-    options: dict[str, Any] = {"http": HeaderLimitedProtocol, "log_level": "warning", "access_log": False}
+    # No proxy-headers middleware: nothing reads the client address, and it is one more layer per request.
+    options: dict[str, Any] = {"http": HeaderLimitedProtocol, "log_level": "warning", "access_log": False,
+                               "proxy_headers": False}
     options.update(overrides)
     return options
 
@@ -142,3 +144,23 @@ class BackgroundServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m switchboard.serving --host H --port P`: the gateway app as the function runs it (handler/run.sh).
+
+    uvicorn as a library rather than its command line, so that the head cap (HeaderLimitedProtocol) holds on
+    Lambda too, and nothing but uvicorn and the app is imported before /health answers. uvicorn picks uvloop.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m switchboard.serving")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    uvicorn.run("switchboard.asgi:app", **uvicorn_options(host=args.host, port=args.port, timeout_graceful_shutdown=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

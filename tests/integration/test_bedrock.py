@@ -394,12 +394,13 @@ def test_a_missing_permission_tells_the_operator_which_action_to_grant(gateway):
 
 
 def test_first_token_deadline_moves_to_the_fallback(gateway):
-    # Expected about 0.3 s; the bound (2 s) is over 6x that and a third of the failure (waiting 6 s for the slow one).
+    # Expected about 1.1 s; the bound (3 s) is over 2x that and half the failure (waiting 6 s for the slow one). The
+    # deadline is generous because it applies to the fallback too, whose first call may load the credentials.
     started = time.perf_counter()
-    response = post(gateway, "bedrock/slow-6000", headers={"x-switchboard-first-token-timeout-ms": "300",
+    response = post(gateway, "bedrock/slow-6000", headers={"x-switchboard-first-token-timeout-ms": "1000",
                                                            "x-switchboard-fallbacks": ROUTE})
     assert response.status_code == 200 and content_of(response).startswith("(simulated)")
-    assert time.perf_counter() - started < 2.0
+    assert time.perf_counter() - started < 3.0
     assert outcomes(gateway.records[-1]) == [("bedrock", "slow-6000", "first_token_timeout"), ("bedrock", MODEL, "ok")]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 HERE = Path(__file__).resolve().parent
@@ -38,16 +39,17 @@ def install_dashboard(app: FastAPI) -> None:
     """Add the page and its assets to `app`. The page is served at /dashboard with relative links, so it
     works wherever the gateway is mounted (a function URL, or an API Gateway stage prefix)."""
 
-    @app.get("/dashboard", include_in_schema=False)
+    @app.get("/dashboard", include_in_schema=False, response_model=None)
     async def dashboard() -> Response:
         return _file(PAGE, "text/html; charset=utf-8", cache="no-store")
 
-    @app.get("/dashboard/", include_in_schema=False)
+    @app.get("/dashboard/", include_in_schema=False, response_model=None)
     async def dashboard_slash() -> Response:
         return RedirectResponse("../dashboard", status_code=308, headers=SECURITY_HEADERS)
 
-    @app.get("/dashboard/{name:path}", include_in_schema=False)
-    async def dashboard_asset(name: str) -> Response:
+    @app.get("/dashboard/{name:path}", include_in_schema=False, response_model=None)
+    async def dashboard_asset(request: Request) -> Response:
+        name = request.path_params["name"]  # untyped: a typed parameter would load pydantic.v1
         media_type = ASSETS.get(name)
         if media_type is None:
             raise HTTPException(404)

@@ -16,6 +16,7 @@ from switchboard.providers.base import (
     UpstreamError,
     UpstreamRequest,
     in_stream_error,
+    is_visible,
     read_body,
     read_events,
     send,
@@ -54,11 +55,12 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
     response = await send(client, request, route.provider)
     finished = False  # a finish_reason was seen
     done = False
+    visible = False  # the first visible token has gone out
     try:
         async for events in read_events(response, route.provider, _is_done):
             batch: Batch = []
             failure = None
-            for _event, data in events:
+            for index, (_event, data) in enumerate(events):
                 if data == b"[DONE]":
                     done = True
                     continue
@@ -73,6 +75,11 @@ async def stream(client: UpstreamClient, route: Route, body: dict, settings: Set
                     choices = parsed.get("choices")
                     finished = bool(choices and choices[0].get("finish_reason"))
                 batch.append((data, parsed))
+                if not visible and is_visible(parsed):
+                    visible = True
+                    if index + 1 < len(events):  # the first token goes out before the rest of the read is parsed
+                        yield batch
+                        batch = []
             if batch:  # what came before a failure in the same read still reaches the client first
                 yield batch
             if failure is not None:

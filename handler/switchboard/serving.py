@@ -60,6 +60,9 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
             return
         self._in_head, self._head_bytes_seen = False, 0
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = HeadWithFirstBytes(self.cycle.transport, self.loop)
+
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -85,6 +88,42 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the 431 and EOF while we drop what it still sends
         self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class HeadWithFirstBytes:
+    """The response's transport, as its cycle sees it: the response head goes out in the same write as the first
+    body bytes (a stream's head is sent only with its first token), one send instead of two on the way to a
+    first token. A head left alone is flushed at the end of the loop's turn, so nothing waits on it."""
+
+    __slots__ = ("_transport", "_head", "_loop")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._head: bytes | None = None  # the held head; b"" once it has gone
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is None:
+            self._head = data
+            self._loop.call_soon(self._flush)
+            return
+        if head:
+            self._head = b""
+            data = head + data
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        head, self._head = self._head, b""
+        if head and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def uvicorn_options(**overrides: Any) -> dict[str, Any]:

@@ -55,11 +55,11 @@ def measure(scratch: Path) -> dict:
 def _serve(stack: contextlib.ExitStack):
     """The AWS emulation, a simulator and a gateway recording into a fresh table, as the browser tests run
     them; each stopped by `stack`. Returns the gateway's server and the table's settings."""
-    from switchboard.app import create_app
-    from switchboard.local_stack import LocalStack
-    from switchboard.runtime import build_gateway
-    from switchboard.serving import BackgroundServer
-    from switchboard.settings import Settings
+    from switchboard.config.settings import Settings
+    from switchboard.core.runtime import build_gateway
+    from switchboard.http.app import create_app
+    from switchboard.http.serving import BackgroundServer
+    from switchboard.ops.local_stack import LocalStack
     from switchboard.simulator import Script, SimulatorApp
     from tests.browser.seeding import fresh_table
     from tests.conftest import gateway_env

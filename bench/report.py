@@ -19,7 +19,7 @@ TARGET_LABELS = {
     FLOOR: "a relay that does nothing: raw asyncio sockets, keep-alive both sides, bytes forwarded as they come",
     GW_ASGI_BASE: "the gateway of BENCH_COMPARE_TREE as its handler/run.sh starts it (its own venv and handler/)",
     GATEWAY: "`switchboard serve` as `make run` runs it (embedded moto ledger: each record is written before [DONE])",
-    GATEWAY_ASGI: "the deployed shape: handler/run.sh's command (switchboard.serving), no table (records to the log)",
+    GATEWAY_ASGI: "the deployed shape: handler/run.sh (switchboard.http.serving), no table (records to the log)",
     GW_RESPONSES: "the same gw-asgi process, POST /v1/responses (TTFT: first output_text.delta; total: completed)",
     DIRECT_BEDROCK: "the simulator's ConverseStream, SigV4-signed, no hop (TTFT: first text delta; total: metadata)",
     GW_BEDROCK: "the same gw-asgi process, chat with a bedrock/ model: Converse, SigV4, event stream to the simulator",

@@ -252,10 +252,10 @@ def spawn_uvicorn(fleet: Fleet, name: str, app: str, env: dict[str, str], tree: 
 def spawn_deployed(fleet: Fleet, name: str, env: dict[str, str], tree: Tree = MAIN_TREE) -> Server:
     """The gateway exactly as that tree's handler/run.sh starts it under the Lambda Web Adapter."""
     run_sh = (tree.root / "handler" / "run.sh").read_text()
-    if "switchboard.serving" not in run_sh:  # a tree from before run.sh ran the gateway's own entry
+    if "switchboard.http.serving" not in run_sh:  # a tree from before run.sh ran the gateway's own entry
         return spawn_uvicorn(fleet, name, "switchboard.asgi:app", env, tree)
     port = free_port()
-    argv = [str(tree.venv_bin / "python"), "-m", "switchboard.serving", "--host", HOST, "--port", str(port)]
+    argv = [str(tree.venv_bin / "python"), "-m", "switchboard.http.serving", "--host", HOST, "--port", str(port)]
     return fleet.spawn(name, argv, tree.env(env), port, cwd=tree.root)
 
 

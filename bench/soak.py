@@ -1035,7 +1035,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _local_stack():
-    from switchboard.local_stack import LocalStack
+    from switchboard.ops.local_stack import LocalStack
 
     return LocalStack()
 

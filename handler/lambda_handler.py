@@ -7,7 +7,7 @@ import os
 
 from mangum import Mangum
 
-from switchboard.app import create_app
+from switchboard.http.app import create_app
 
 app = create_app()
 # Lifespan off: Mangum would run start-up and shut-down around every event, closing the upstream client.

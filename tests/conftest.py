@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from switchboard.app import create_app
+from switchboard.config.settings import Settings
+from switchboard.core.runtime import build_gateway
+from switchboard.http.app import create_app
+from switchboard.http.serving import BackgroundServer
 from switchboard.ledger.record import CallRecord
-from switchboard.runtime import build_gateway
-from switchboard.serving import BackgroundServer
-from switchboard.settings import Settings
 from switchboard.simulator import Script, SimulatorApp
 
 GATEWAY_KEY = "sb-test-gateway-key-fake"
@@ -103,7 +103,7 @@ METRICS_OUTPUT: list[str] = []  # EMF lines tests captured
 @pytest.fixture(scope="session")
 def local_aws():
     """One embedded AWS emulation (moto server) for the run; tests keep apart by table or task names."""
-    from switchboard.local_stack import LocalStack
+    from switchboard.ops.local_stack import LocalStack
 
     stack = LocalStack()
     info = stack.start(write_state=False)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from switchboard.serving import bind
+from switchboard.http.serving import bind
 
 MAX_REQUEST_HEAD = 64 * 1024
 

@@ -1,4 +1,4 @@
-from switchboard.cli import main
+from switchboard.ops.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,5 +1,5 @@
 """`switchboard.asgi:app`, the app uvicorn serves under the Lambda Web Adapter (see run.sh)."""
 
-from switchboard.app import create_app
+from switchboard.http.app import create_app
 
 app = create_app()

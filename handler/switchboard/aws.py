@@ -12,7 +12,7 @@ import os
 import threading
 from typing import Any
 
-from switchboard.settings import Settings
+from switchboard.config.settings import Settings
 
 LOCAL_REGION = "us-east-1"
 _lock = threading.Lock()

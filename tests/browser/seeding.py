@@ -85,8 +85,8 @@ def fresh_table(ledger_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """Settings for a table of the caller's own in the embedded emulation, deleted afterwards: the test then
     sees exactly the calls it made (and the emulation, whose queries read the whole table, stays fast)."""
     from switchboard import aws
+    from switchboard.config.settings import Settings
     from switchboard.ledger import schema
-    from switchboard.settings import Settings
 
     dynamodb = aws.client("dynamodb", Settings.from_env(ledger_env))
     name = "switchboard-test-" + uuid.uuid4().hex[:8]
@@ -99,7 +99,7 @@ def fresh_table(ledger_env: dict[str, str]) -> Iterator[dict[str, str]]:
 
 def store_for(env: dict[str, str]) -> CallStore:
     from switchboard import aws
-    from switchboard.settings import Settings
+    from switchboard.config.settings import Settings
 
     settings = Settings.from_env(env)
     return CallStore(aws.client("dynamodb", settings), settings.table_name)

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from switchboard.request import prompt_version
+from switchboard.formats.chat_completions import prompt_version
 from tests.browser.conftest import screenshot
 from tests.browser.seeding import fresh_table, store_for, synthetic_calls, write_calls
 from tests.conftest import ADMIN_KEY, GATEWAY_KEY

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from switchboard.dashboard import ASSETS, HERE
-from switchboard.serving import bind
+from switchboard.http.serving import bind
 from tests.conftest import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ from types import ModuleType
 import pytest
 
 from switchboard import aws
+from switchboard.config.settings import Settings
 from switchboard.ledger.store import CallStore
-from switchboard.settings import Settings
 from tests.conftest import EXTRA_SECRETS
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from switchboard.serving import bind
+from switchboard.http.serving import bind
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE_BUDGET_BYTES = 30_000_000
@@ -111,7 +111,7 @@ def test_built_artifacts_stream_a_chat_the_way_the_web_adapter_serves_them(host_
         assert text.startswith("(simulated)")
         # The server really runs from the build folder, on Python 3.12.
         cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert "-m switchboard.serving" in cmdline  # run.sh exec'd the gateway's own entry in its own place
+        assert "-m switchboard.http.serving" in cmdline  # run.sh exec'd the gateway's own entry in its own place
         assert "3.12" in os.readlink(f"/proc/{server.pid}/exe")
     finally:
         server.terminate()

@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
+from switchboard.http.serving import BackgroundServer
 from switchboard.providers import bedrock
-from switchboard.serving import BackgroundServer
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import AwsKey
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY, LOGS, METRICS_OUTPUT, find_leaks

@@ -16,9 +16,9 @@ import uuid
 import httpx
 import pytest
 
-from switchboard.budgets import periods
+from switchboard.http.serving import BackgroundServer
+from switchboard.limits.budgets import periods
 from switchboard.providers import OFFICIAL_HOSTS
-from switchboard.serving import BackgroundServer
 from switchboard.simulator import Script, SimulatorApp
 from tests.conftest import GATEWAY_KEY
 

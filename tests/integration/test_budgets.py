@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from switchboard import aws
-from switchboard.budgets import Budget, Scope, budget_lines, budgets_report, periods
-from switchboard.secrets import SecretsAdmin
-from switchboard.settings import Settings
+from switchboard.config.settings import Settings
+from switchboard.keys.secrets import SecretsAdmin
+from switchboard.limits.budgets import Budget, Scope, budget_lines, budgets_report, periods
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY, LOGS, METRICS_OUTPUT
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -17,7 +17,7 @@ from tests.conftest import GATEWAY_KEY
 SCRIPT = textwrap.dedent('''
     import json, os, sys, threading
     import httpx
-    from switchboard.serving import BackgroundServer
+    from switchboard.http.serving import BackgroundServer
     import switchboard.asgi as asgi
 
     HEAVY = ("fastapi", "pydantic", "pydantic.v1", "starlette")  # (anyio: httpx, the client here, loads it)

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from switchboard.serving import bind
+from switchboard.http.serving import bind
 from tests.conftest import GATEWAY_KEY
 
 AUTH = {"authorization": f"Bearer {GATEWAY_KEY}"}
@@ -156,12 +156,12 @@ def test_body_over_limit_is_413(start_gateway):
 
 
 def test_unexpected_bug_still_gives_an_openai_500_and_one_record(gateway, monkeypatch):
-    import switchboard.gateway
+    import switchboard.core.gateway
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(switchboard.gateway, "plan", broken)
+    monkeypatch.setattr(switchboard.core.gateway, "plan", broken)
     response = post(gateway, {"model": "openai/gpt-sim", "messages": HELLO})
     assert_error(response, 500, code="internal_error")
     assert "boom" not in response.text

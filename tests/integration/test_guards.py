@@ -303,7 +303,7 @@ def test_the_operators_key_is_not_sent_to_the_official_host_when_the_base_url_po
     proxy = hostile(answer_each(lambda peer, request: peer.send(json_response(completion("via the proxy")))))
     official = HostileUpstream(answer_each(lambda peer, request: peer.send(json_response(completion("official")))))
     official.sock.close()
-    official.sock = __import__("switchboard.serving", fromlist=["bind"]).bind("127.0.0.2")
+    official.sock = __import__("switchboard.http.serving", fromlist=["bind"]).bind("127.0.0.2")
     official.port = official.sock.getsockname()[1]
     official.start()
     try:

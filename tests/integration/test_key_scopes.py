@@ -10,10 +10,11 @@ import uuid
 import httpx
 import pytest
 
-from switchboard import aws, cli
-from switchboard.auth import digest
-from switchboard.secrets import SecretsAdmin
-from switchboard.settings import Settings
+from switchboard import aws
+from switchboard.config.settings import Settings
+from switchboard.keys.auth import digest
+from switchboard.keys.secrets import SecretsAdmin
+from switchboard.ops.cli import main as cli
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY
 
 HELLO = {"model": "simulator/echo", "messages": [{"role": "user", "content": "hi"}]}

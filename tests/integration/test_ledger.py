@@ -10,10 +10,10 @@ import openai
 import pytest
 
 from switchboard import aws
+from switchboard.config.settings import Settings
+from switchboard.keys.secrets import SecretsAdmin
 from switchboard.ledger.recorder import FALLBACK_MESSAGE
 from switchboard.ledger.store import CallStore
-from switchboard.secrets import SecretsAdmin
-from switchboard.settings import Settings
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY, LOGS, OPENAI_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]

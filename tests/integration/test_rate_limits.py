@@ -9,8 +9,8 @@ import uuid
 import httpx
 
 from switchboard import aws
-from switchboard.secrets import SecretsAdmin
-from switchboard.settings import Settings
+from switchboard.config.settings import Settings
+from switchboard.keys.secrets import SecretsAdmin
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -80,7 +80,7 @@ def test_concurrent_streams_across_instances(start_gateway, ledger_env):
 
 
 def test_leaked_slot_is_reset_when_the_counter_goes_quiet(local_aws):
-    from switchboard.ratelimit import STALE_AFTER_S, Limits, RateLimiter
+    from switchboard.limits.ratelimit import STALE_AFTER_S, Limits, RateLimiter
 
     settings = Settings.from_env(local_aws.env())
     db = aws.client("dynamodb", settings)

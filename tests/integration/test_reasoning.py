@@ -11,8 +11,8 @@ import json
 import httpx
 import pytest
 
+from switchboard.http.serving import BackgroundServer
 from switchboard.providers import bedrock
-from switchboard.serving import BackgroundServer
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import AwsKey
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY

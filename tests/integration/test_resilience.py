@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from switchboard.serving import bind
+from switchboard.http.serving import bind
 from tests.conftest import GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]

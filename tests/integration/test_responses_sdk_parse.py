@@ -26,11 +26,17 @@ from openai.types.responses import (
     ResponseTextDeltaEvent,
 )
 
-from switchboard.protocol import GatewayError, SSEDecoder, dumps
+from switchboard.formats.chat_completions import chat_request
+from switchboard.formats.responses.translate import (
+    ResponsesStream,
+    chat_body_from_responses,
+    response_from_completion,
+)
+from switchboard.http.serving import BackgroundServer
 from switchboard.providers import anthropic
-from switchboard.request import chat_request
-from switchboard.responses import ResponsesStream, chat_body_from_responses, response_from_completion
-from switchboard.serving import BackgroundServer
+from switchboard.wire.errors import GatewayError
+from switchboard.wire.json import dumps
+from switchboard.wire.sse import SSEDecoder
 
 API_KEY = "sk-test-responses-gateway-fake"
 SYSTEM_TOOLS = ["end_call", "language_detection", "transfer_to_agent", "transfer_to_number", "skip_turn",

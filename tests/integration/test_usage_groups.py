@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from switchboard.formats.chat_completions import prompt_version
 from switchboard.ledger import usage
 from switchboard.ledger.record import CallRecord
 from switchboard.ledger.store import iso
-from switchboard.request import prompt_version
 from tests.browser.seeding import fresh_table, store_for, summed_rollups
 from tests.conftest import ADMIN_KEY
 

@@ -18,14 +18,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from switchboard.app import create_app
-from switchboard.protocol import GatewayError
+from switchboard.config.settings import Settings
+from switchboard.core.routing import parse_provider_url
+from switchboard.core.runtime import build_gateway
+from switchboard.http.app import create_app
+from switchboard.http.serving import BackgroundServer
 from switchboard.providers import OFFICIAL_HOSTS, PROVIDERS
-from switchboard.routing import parse_provider_url
-from switchboard.runtime import build_gateway
-from switchboard.serving import BackgroundServer
-from switchboard.settings import Settings
 from switchboard.simulator import Script, SimulatorApp
+from switchboard.wire.errors import GatewayError
 from tests.conftest import ALL_RECORDS, GATEWAY_KEY, CaptureResponses, gateway_env
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, database=None, print_blob=True,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from switchboard.app import create_app
+from switchboard.config.settings import Settings
+from switchboard.core.runtime import build_gateway
+from switchboard.http.app import create_app
+from switchboard.http.serving import BackgroundServer
 from switchboard.ledger.record import CallRecord
-from switchboard.runtime import build_gateway
-from switchboard.serving import BackgroundServer
-from switchboard.settings import Settings
 from tests.conftest import ADMIN_KEY, ALL_RECORDS, GATEWAY_KEY, CaptureResponses, RunningGateway, gateway_env
 
 SMALL_LIMIT = 2000  # SWITCHBOARD_MAX_BODY_BYTES of the "small" gateway

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from switchboard import admin_cli
 from switchboard.ledger.record import CallRecord
 from switchboard.ledger.store import CallStore
-from switchboard.local_stack import LocalStack, LocalStackInfo
+from switchboard.ops.cli import admin as admin_cli
+from switchboard.ops.local_stack import LocalStack, LocalStackInfo
 from tests.conftest import EXTRA_SECRETS
 
 FAKE_PROVIDER_KEY = "sk-test-fake-provider-key"

@@ -14,12 +14,11 @@ import pytest
 import uvicorn
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from switchboard.config.settings import Settings
 from switchboard.providers import anthropic
-from switchboard.providers.base import UpstreamError
 from switchboard.providers.transport import UpstreamClient
-from switchboard.routing import Route
-from switchboard.settings import Settings
 from switchboard.simulator import SimulatorApp
+from switchboard.wire.chat import Route, UpstreamError
 
 SETTINGS = Settings(anthropic_default_max_tokens=321)
 WEATHER_TOOL = {"type": "function", "function": {
@@ -97,7 +96,7 @@ def test_user_parts_with_images():
     {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
 ])
 def test_unusable_user_parts_are_a_400(part):
-    from switchboard.protocol import GatewayError
+    from switchboard.wire.errors import GatewayError
 
     with pytest.raises(GatewayError) as caught:
         anthropic.translate_messages([{"role": "user", "content": [part]}])
@@ -196,7 +195,7 @@ def test_none_minimal_and_absent_leave_thinking_off(effort):
 
 @pytest.mark.parametrize("effort", ["extreme", "", 1, True, ["high"], {"effort": "high"}])
 def test_an_effort_openai_does_not_define_is_a_400(effort):
-    from switchboard.protocol import GatewayError
+    from switchboard.wire.errors import GatewayError
 
     with pytest.raises(GatewayError) as caught:
         _thinking(reasoning_effort=effort)

@@ -21,14 +21,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.serialize import create_serializer
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from switchboard.attempts import retryable
-from switchboard.protocol import GatewayError
+from switchboard.config.settings import Settings, SettingsError
+from switchboard.core.attempts import retryable
+from switchboard.http.serving import BackgroundServer
 from switchboard.providers import PROVIDERS, bedrock
-from switchboard.providers.base import UpstreamError
 from switchboard.providers.transport import UpstreamClient
-from switchboard.routing import Route
-from switchboard.serving import BackgroundServer
-from switchboard.settings import Settings, SettingsError
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import (
     AwsKey,
@@ -37,6 +34,8 @@ from switchboard.simulator.bedrock_api import (
     exception_message,
     request_problem,
 )
+from switchboard.wire.chat import Route, UpstreamError
+from switchboard.wire.errors import GatewayError
 from tests.conftest import EXTRA_SECRETS, LOGS
 
 ACCESS_KEY = "AKIDTESTFAKEUNIT0001"

@@ -390,7 +390,7 @@ import time:       400 |        600 |           aiohttp.helpers
 import time:      1000 |       1900 |         aiohttp
 import time:        50 |       2050 |       switchboard.providers.transport
 import time:       500 |        500 |       aiohttp.web_response
-import time:      1000 |       3600 |     switchboard.app
+import time:      1000 |       3600 |     switchboard.http.app
 import time:       900 |       4500 | switchboard.asgi
 """
 

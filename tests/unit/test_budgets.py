@@ -13,8 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from switchboard import admin_cli, aws
-from switchboard.budgets import (
+from switchboard import aws
+from switchboard.config.settings import Settings, SettingsError
+from switchboard.core.plan import routing_config
+from switchboard.core.runtime import build_gateway
+from switchboard.keys.secrets import SecretsAdmin, parse_gateway_keys
+from switchboard.limits.budgets import (
     UNDER,
     Budget,
     BudgetTracker,
@@ -29,10 +33,7 @@ from switchboard.budgets import (
     report,
     usd,
 )
-from switchboard.policy import routing_config
-from switchboard.runtime import build_gateway
-from switchboard.secrets import SecretsAdmin, parse_gateway_keys
-from switchboard.settings import Settings, SettingsError
+from switchboard.ops.cli import admin as admin_cli
 from tests.conftest import EXTRA_SECRETS, LOGS
 
 NOON = datetime(2026, 12, 1, 12, tzinfo=UTC).timestamp()

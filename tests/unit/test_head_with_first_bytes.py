@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from switchboard.serving import HeadWithFirstBytes
+from switchboard.http.serving import HeadWithFirstBytes
 
 
 class Recording:

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from switchboard.keys.secrets import CachedSecret
 from switchboard.ledger import schema
 from switchboard.ledger.pricing import BUILTIN, PriceCatalog
 from switchboard.ledger.usage import percentile, report
-from switchboard.secrets import CachedSecret
 
 
 def test_cost_counts_cached_tokens_at_their_own_rate():

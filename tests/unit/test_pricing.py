@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from switchboard import aws
+from switchboard.config.settings import Settings
 from switchboard.ledger.pricing import Price, PriceCatalog, catalog
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.recorder import Recorder
 from switchboard.ledger.store import CallStore
 from switchboard.ledger.usage import report
-from switchboard.settings import Settings
 from tests.conftest import ADMIN_KEY, GATEWAY_KEY
 
 NEW_FIELDS = ("total_tokens", "cache_write_tokens", "reasoning_tokens", "first_chunk_ms", "api",

@@ -9,11 +9,11 @@ import uuid
 import pytest
 
 from switchboard import aws
+from switchboard.config.settings import Settings
 from switchboard.ledger.pricing import PriceCatalog, catalog
 from switchboard.ledger.record import CallClock, CallRecord
 from switchboard.ledger.recorder import FALLBACK_MESSAGE, Recorder
 from switchboard.ledger.store import CallStore
-from switchboard.settings import Settings
 from tests.conftest import LOGS
 
 ABSURD = 10**400  # an upstream's usage block can hold any JSON integer

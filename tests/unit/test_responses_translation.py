@@ -1,4 +1,4 @@
-"""The Responses API translation (switchboard.responses): requests to chat bodies, chat chunks to Responses
+"""The Responses API translation (switchboard.formats.responses): requests to chat bodies, chat chunks to Responses
 events, completions to Response objects. Every event and object is validated, strictly, against the
 official openai SDK's own pydantic models, so a missing or mistyped field fails here before a client sees it."""
 
@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
 
-from switchboard.protocol import GatewayError
-from switchboard.request import chat_request
-from switchboard.responses import (
+from switchboard.formats.chat_completions import chat_request
+from switchboard.formats.responses.translate import (
     ResponsesStream,
     chat_body_from_responses,
     response_from_completion,
     responses_usage,
 )
+from switchboard.wire.errors import GatewayError
 
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 SYSTEM_TOOLS = ["end_call", "language_detection", "transfer_to_agent", "transfer_to_number", "skip_turn",

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from switchboard import aws
-from switchboard import secrets as secrets_module
-from switchboard.auth import KeyStore, env_keys
-from switchboard.protocol import GatewayError
-from switchboard.secrets import CachedSecret, Secrets, SecretsAdmin
-from switchboard.settings import Settings
+from switchboard.config.settings import Settings
+from switchboard.keys import secrets as secrets_module
+from switchboard.keys.auth import KeyStore, env_keys
+from switchboard.keys.secrets import CachedSecret, Secrets, SecretsAdmin
+from switchboard.wire.errors import GatewayError
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY, LOGS
 
 HELLO = [{"role": "user", "content": "hi"}]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from switchboard.protocol import SSEDecoder
+from switchboard.wire.sse import SSEDecoder
 
 KIB = 1024
 MIB = 1024 * KIB

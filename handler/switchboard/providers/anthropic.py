@@ -34,24 +34,20 @@ import re
 import time
 from collections.abc import AsyncIterator
 
-from switchboard.protocol import GatewayError, dumps
+from switchboard.config.settings import Settings
 from switchboard.providers.base import (
-    Chunk,
-    UpstreamError,
     UpstreamRequest,
     as_dict,
-    chat_usage,
     in_stream_error,
-    is_number,
     read_body,
     read_events,
     send,
-    token_count,
     tool_arguments,
 )
 from switchboard.providers.transport import UpstreamClient
-from switchboard.routing import Route
-from switchboard.settings import Settings
+from switchboard.wire.chat import Chunk, Route, UpstreamError, chat_usage, is_number, token_count
+from switchboard.wire.errors import GatewayError
+from switchboard.wire.json import dumps
 
 _FINISH_REASONS = {
     "end_turn": "stop",

@@ -6,7 +6,7 @@ An adapter module exposes two coroutines:
     raises `UpstreamError` before its first batch when the upstream refuses or cannot be reached,
     and mid-stream when the stream breaks.
   * `complete(client, route, body, settings)`: one `chat.completion` dict.
-`body` is the client's request, already cleaned by `switchboard.request`. The HTTP itself is
+`body` is the client's request, already cleaned by `switchboard.formats.chat_completions`. The HTTP itself is
 `transport.UpstreamClient`'s (an asyncio protocol over httptools' llhttp parser); adapters never see a socket.
 """
 
@@ -16,31 +16,10 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
-from switchboard.protocol import EventTooLarge, GatewayError, SSEDecoder
 from switchboard.providers import transport
 from switchboard.providers.transport import UpstreamClient, UpstreamResponse
-
-Chunk = tuple[bytes, dict]
-Batch = list[Chunk]
-
-
-class UpstreamError(Exception):
-    """The upstream failed. `status` is what the client gets: the upstream's own 4xx, else 502/504."""
-
-    def __init__(self, status: int, message: str, *, kind: str, upstream_status: int | None = None,
-                 retry_after: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.kind = kind  # http_error | connect_error | timeout | stream_error | ...
-        self.upstream_status = upstream_status
-        self.retry_after = retry_after
-        self.usage: dict | None = None  # what the failing upstream still reported, for the record
-
-    def to_gateway_error(self) -> GatewayError:
-        headers = {"retry-after": self.retry_after} if self.retry_after else None
-        code = f"upstream_{self.upstream_status}" if self.upstream_status else self.kind
-        return GatewayError(self.status, self.message, code=code, headers=headers)
+from switchboard.wire.chat import UpstreamError
+from switchboard.wire.sse import EventTooLarge, SSEDecoder
 
 
 @dataclass(frozen=True)
@@ -52,21 +31,6 @@ class UpstreamRequest:
 
 
 MIN_FRAGMENT = 8  # a key's piece this long, left at a cut, is still worth something to whoever reads it
-
-
-VISIBLE_DELTA_FIELDS = ("content", "tool_calls", "refusal", "reasoning_content", "reasoning", "thinking")
-
-
-def is_visible(chunk: dict) -> bool:
-    """Anything the client will see, or a finish: what commits the call to its route (and proves it alive)."""
-    choices = chunk.get("choices")
-    if not choices:
-        return False
-    choice = choices[0]
-    if choice.get("finish_reason"):
-        return True
-    delta = choice.get("delta")
-    return bool(delta) and any(delta.get(name) for name in VISIBLE_DELTA_FIELDS)
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
@@ -223,24 +187,6 @@ def in_stream_error(provider: str, raw: bytes, secrets: Iterable[str | None],
 
 
 # --- shapes every translating adapter (Anthropic, Bedrock) shares --------------------------------------------
-
-
-def chat_usage(uncached_input: int, output: int, cache_read: int, cache_write: int) -> dict:
-    """OpenAI's usage from a provider that counts cache reads and writes apart from the rest of the input:
-    OpenAI's prompt_tokens includes both (the ledger and the price catalog follow that convention)."""
-    prompt = uncached_input + cache_read + cache_write
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output,
-            "prompt_tokens_details": {"cached_tokens": cache_read, "cache_creation_tokens": cache_write}}
-
-
-def token_count(usage: dict, name: str) -> int:
-    """A count from an upstream's usage object; anything but a whole number from 0 up reads as 0."""
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def tool_arguments(arguments: object) -> dict:

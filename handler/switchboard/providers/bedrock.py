@@ -61,26 +61,14 @@ from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 from botocore.utils import percent_encode
 
+from switchboard.config.settings import Settings
 from switchboard.observability import logger
-from switchboard.protocol import GatewayError, dumps
 from switchboard.providers import transport
-from switchboard.providers.base import (
-    Chunk,
-    UpstreamError,
-    as_dict,
-    broken_read,
-    chat_usage,
-    clip,
-    is_number,
-    post,
-    read_body,
-    scrub_bytes,
-    token_count,
-    tool_arguments,
-)
+from switchboard.providers.base import as_dict, broken_read, clip, post, read_body, scrub_bytes, tool_arguments
 from switchboard.providers.transport import UpstreamClient, UpstreamResponse
-from switchboard.routing import Route
-from switchboard.settings import Settings
+from switchboard.wire.chat import Chunk, Route, UpstreamError, chat_usage, is_number, token_count
+from switchboard.wire.errors import GatewayError
+from switchboard.wire.json import dumps
 
 SIGNING_NAME = "bedrock"
 DEFAULT_REGION = "us-east-1"  # only to sign for an endpoint override when no region is set at all

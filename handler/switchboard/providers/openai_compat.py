@@ -10,20 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from switchboard.protocol import dumps
-from switchboard.providers.base import (
-    Batch,
-    UpstreamError,
-    UpstreamRequest,
-    in_stream_error,
-    is_visible,
-    read_body,
-    read_events,
-    send,
-)
+from switchboard.config.settings import Settings
+from switchboard.providers.base import UpstreamRequest, in_stream_error, read_body, read_events, send
 from switchboard.providers.transport import UpstreamClient
-from switchboard.routing import Route
-from switchboard.settings import Settings
+from switchboard.wire.chat import Batch, Route, UpstreamError, is_visible
+from switchboard.wire.json import dumps
 
 MAX_COMPLETION_BYTES = 16 * 1024 * 1024
 

@@ -46,8 +46,11 @@ run: $(VENV)/.run-deps
 	SWITCHBOARD_API_KEYS='$(SWITCHBOARD_API_KEYS)' SWITCHBOARD_ADMIN_KEYS='$(SWITCHBOARD_ADMIN_KEYS)' \
 		$(BIN)/switchboard serve --port $(PORT)
 
+# ruff; who may import whom (the layers of ../shared/DESIGN.md, [tool.importlinter] in pyproject.toml); the types.
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check handler tests bench
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 validate: $(VENV)/.test-deps $(SAM)
 	$(SAM_ENV) $(BIN)/cfn-lint template.yaml

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
 
-from switchboard.config.settings import Settings
+
+class Settings(Protocol):
+    """What a client needs from the settings (config.settings.Settings has it): the emulation's URL, if any."""
+
+    @property
+    def aws_endpoint_url(self) -> str | None: ...
+
 
 LOCAL_REGION = "us-east-1"
 _lock = threading.Lock()

@@ -73,7 +73,7 @@ def test_built_package_fits_the_size_budget(arch, tmp_path, host_build):
     # The operator's page ships in the function: the page and its vendored chart library.
     assert (function / "switchboard/dashboard/index.html").exists()
     assert (function / "switchboard/dashboard/vendor/chart.umd.min.js").exists()
-    assert (function / "run.sh").exists() and (function / "switchboard" / "app.py").exists()
+    assert (function / "run.sh").exists() and (function / "switchboard" / "http" / "app.py").exists()
     installed = {p.name.split("-")[0].lower() for p in layer.glob("*.dist-info")}
     assert {"fastapi", "uvicorn", "httptools", "mangum", "aws_lambda_powertools"} <= installed
     assert not {"moto", "pytest", "boto3", "botocore", "openai", "aws_sam_cli", "httpx"} & installed

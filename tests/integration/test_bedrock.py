@@ -17,6 +17,7 @@ from switchboard.http.serving import BackgroundServer
 from switchboard.providers import bedrock
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import AwsKey
+from tests import sse
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY, LOGS, METRICS_OUTPUT, find_leaks
 
 ACCESS_KEY = "AKIDTESTFAKEINTEG001"
@@ -75,12 +76,8 @@ def post(gateway, model: str = ROUTE, *, stream=True, headers=None, timeout=20, 
                       headers={"authorization": f"Bearer {GATEWAY_KEY}", **(headers or {})})
 
 
-def events(response: httpx.Response) -> list[dict]:
-    return [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
-
-
 def content_of(response: httpx.Response) -> str:
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in events(response) if c.get("choices"))
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in sse.objects(response) if c.get("choices"))
 
 
 def outcomes(record) -> list[tuple[str, str, str]]:
@@ -115,13 +112,13 @@ def test_the_openai_sdk_streams_text_with_usage(gateway, bedrock_sim):
 @pytest.mark.parametrize("include_usage", [True, False])
 def test_nothing_follows_the_finish_but_usage(gateway, include_usage):
     response = post(gateway, stream_options={"include_usage": include_usage})
-    lines = [line for line in response.text.splitlines() if line.startswith("data: ")]
-    finish_at = next(i for i, line in enumerate(lines) if '"finish_reason":"stop"' in line)
-    after = lines[finish_at + 1:]
+    data = [event.data for event in sse.events(response)]
+    finish_at = next(i for i, payload in enumerate(data) if '"finish_reason":"stop"' in payload)
+    after = data[finish_at + 1:]
     if include_usage:
-        assert len(after) == 2 and json.loads(after[0][6:])["choices"] == [] and after[1] == "data: [DONE]"
+        assert len(after) == 2 and json.loads(after[0])["choices"] == [] and after[1] == "[DONE]"
     else:
-        assert after == ["data: [DONE]"]  # no trailing empty chunk (BerriAI/litellm#36767)
+        assert after == ["[DONE]"]  # no trailing empty chunk (BerriAI/litellm#36767)
 
 
 @pytest.mark.parametrize(("tool", "arguments"), [("end_call", {"reason": "simulated"}), ("skip_turn", {})])
@@ -154,7 +151,7 @@ def test_a_non_streamed_completion(gateway):
 def test_a_non_streamed_completion_keeps_bedrock_latency_off_the_wire(gateway):
     """Bedrock's own latency figure goes to the record, not to the client."""
     response = post(gateway, stream=False)
-    assert response.status_code == 200 and bedrock.LATENCY_KEY not in response.json()
+    assert response.status_code == 200 and "x_bedrock_latency_ms" not in response.json()
     assert gateway.records[-1].upstream_latency_ms is not None
 
 
@@ -418,8 +415,8 @@ def test_buffer_words_while_bedrock_thinks(gateway):
                       json={"model": "bedrock/slow-2000", "messages": HELLO, "stream": True},
                       headers={"authorization": f"Bearer {GATEWAY_KEY}",
                                "x-switchboard-buffer-after-ms": "150"}) as response:
-        seen = [(time.perf_counter() - started, json.loads(line[6:])) for line in response.iter_lines()
-                if line.startswith("data: {")]
+        seen = [(time.perf_counter() - started, event.json()) for event in sse.events(response)
+                if event.data.startswith("{")]
     first_at, first = seen[0]
     assert first["choices"][0]["delta"]["content"] == "... " and 0.15 <= first_at < 1.0
     record = gateway.records[-1]
@@ -433,8 +430,8 @@ def test_a_hang_up_cancels_the_bedrock_call_at_once(gateway):
                       json={"model": "bedrock/slow-8000", "messages": HELLO, "stream": True},
                       headers={"authorization": f"Bearer {GATEWAY_KEY}",
                                "x-switchboard-buffer-after-ms": "100"}) as response:
-        for line in response.iter_lines():
-            if "... " in line:
+        for event in sse.events(response):
+            if "... " in event.data:
                 break  # the caller hung up right after the buffer words
     wait_for_record(gateway, within_s=10)
     [record] = gateway.records

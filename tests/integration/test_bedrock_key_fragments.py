@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from switchboard.providers import bedrock
-from switchboard.providers.base import MIN_FRAGMENT
-from switchboard.providers.transport import MAX_ERROR_BODY
+from switchboard.providers.errors import MIN_FRAGMENT
+from switchboard.providers.transport.response import MAX_ERROR_BODY
 from switchboard.simulator.bedrock_api import encode_message, event_message, exception_message
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY
 from tests.hostile_upstream import HostileUpstream, answer_each, http_response, send

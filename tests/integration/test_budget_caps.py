@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from switchboard.http.serving import BackgroundServer
-from switchboard.limits.budgets import periods
-from switchboard.providers import OFFICIAL_HOSTS
+from switchboard.limits.budgets.model import periods
+from switchboard.providers.registry import OFFICIAL_HOSTS
 from switchboard.simulator import Script, SimulatorApp
 from tests.conftest import GATEWAY_KEY
 

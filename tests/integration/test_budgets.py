@@ -18,8 +18,10 @@ import pytest
 
 from switchboard import aws
 from switchboard.config.settings import Settings
-from switchboard.keys.secrets import SecretsAdmin
-from switchboard.limits.budgets import Budget, Scope, budget_lines, budgets_report, periods
+from switchboard.limits.budgets.model import Budget, Scope, budget_lines, periods
+from switchboard.limits.budgets.report import budgets_report
+from switchboard.ops.secrets_admin import SecretsAdmin
+from tests import sse
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY, LOGS, METRICS_OUTPUT
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -64,6 +66,11 @@ def post(gateway, task: str, *, model: str = "openai/gpt-sim", stream: bool = Tr
 def the_gateway(running):
     """The Gateway object behind a running test server (for budgets_report and its tracker)."""
     return running.server.app.state.gateway
+
+
+def report_of(running) -> dict:
+    gateway = the_gateway(running)
+    return budgets_report(gateway.budgets.counters, gateway.task_budgets, gateway.keys.known_keys())
 
 
 def seconds_to_midnight() -> float:
@@ -151,7 +158,7 @@ def test_budgets_report_shows_spend_remaining_and_period_end(start_gateway, pric
     cut = post(gateway, unpriced_task, cut_after=3)  # usage never comes: the reservation stands as its spend
     assert cut.status_code == 200
 
-    report = budgets_report(the_gateway(gateway))
+    report = report_of(gateway)
 
     rows = {(row["name"], row["period"]): row for row in report["data"]}
     assert set(rows) == {(task, "day"), (task, "month"), (unpriced_task, "month")}
@@ -184,7 +191,7 @@ def test_two_instances_share_one_table(start_gateway, sim_app, prices, ledger_en
     assert_budget_refusal(post(second, task), f"task '{task}'")
     assert_budget_refusal(post(first, task, stream=False), f"task '{task}'")
     for instance in (first, second):
-        (row,) = [r for r in budgets_report(the_gateway(instance))["data"] if r["name"] == task]
+        (row,) = [r for r in report_of(instance)["data"] if r["name"] == task]
         assert row["spent_usd"] == pytest.approx(3 * CALL_USD) and row["state"] == "exceeded"
 
 
@@ -276,12 +283,11 @@ def test_a_call_crossing_the_limit_mid_stream_is_not_cut(start_gateway, sim_app,
     assert refused.status_code == 429 and still_streaming
     response = long_call["response"]
     assert response.status_code == 200 and response.text.rstrip().endswith("data: [DONE]")
-    content = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
-                      for line in response.text.splitlines() if line.startswith("data: {"))
+    content = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in sse.objects(response))
     assert len(content.split()) >= 40  # every token of it, although the budget ran out half-way
     record = next(r for r in gateway.records if r.completion_tokens == 40)
     assert record.status == 200 and record.outcome == "stop"
-    (row,) = budgets_report(the_gateway(gateway))["data"]
+    (row,) = report_of(gateway)["data"]
     assert row["spent_usd"] == pytest.approx(3 * CALL_USD + 0.05)  # its cost still counts
     assert row["reserved_usd"] == 0  # and nothing is left reserved once it ended
 
@@ -326,7 +332,7 @@ def test_a_key_budget_refuses_that_key_only(start_gateway, prices, ledger_env):
     assert refused.status_code == 429
     assert refused.json()["error"]["message"].startswith(f"key '{name}' has spent $0.04 of its $0.03 daily budget")
     assert post(gateway, task).status_code == 200  # another key, the same task: not affected
-    rows = [r for r in budgets_report(the_gateway(gateway))["data"] if r["name"] == name]
+    rows = [r for r in report_of(gateway)["data"] if r["name"] == name]
     assert [(r["scope"], r["period"], r["spent_usd"]) for r in rows] == [("key", "day", pytest.approx(0.04))]
 
 

@@ -115,7 +115,8 @@ def test_a_host_in_use_stays_checked_however_many_other_hosts_callers_name(hosti
     """A caller-named host connects only to the addresses the gateway checked. Ten thousand other hosts named
     meanwhile (a wildcard allowlist lets callers name as many as they like) must not drop a host still in use
     back to plain DNS, where a rebinding answer would reach a socket."""
-    from switchboard.providers.transport import CheckedResolver, UpstreamClient
+    from switchboard.providers.transport.client import UpstreamClient
+    from switchboard.providers.transport.resolver import CheckedResolver
 
     upstream = hostile(answer_each(lambda peer, request: peer.send(json_response(completion("checked")))))
     checked = {"tenant.example.test": ["127.0.0.1"]}  # what the gateway verified: here the test's upstream
@@ -297,7 +298,7 @@ def test_the_operators_key_is_not_sent_to_the_official_host_when_the_base_url_po
                                                                                                hostile):
     """The operator pointed OPENAI_BASE_URL at their own proxy (127.0.0.1 here). A caller names OpenAI's own host
     (127.0.0.2 stands in for api.openai.com, with the same registry entry): the operator's key must not go there."""
-    from switchboard.providers import PROVIDERS
+    from switchboard.providers.registry import PROVIDERS
     from tests.conftest import OPENAI_KEY
 
     proxy = hostile(answer_each(lambda peer, request: peer.send(json_response(completion("via the proxy")))))

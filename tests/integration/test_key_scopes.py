@@ -13,8 +13,8 @@ import pytest
 from switchboard import aws
 from switchboard.config.settings import Settings
 from switchboard.keys.auth import digest
-from switchboard.keys.secrets import SecretsAdmin
 from switchboard.ops.cli import main as cli
+from switchboard.ops.secrets_admin import SecretsAdmin
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY
 
 HELLO = {"model": "simulator/echo", "messages": [{"role": "user", "content": "hi"}]}

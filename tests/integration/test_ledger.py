@@ -11,9 +11,10 @@ import pytest
 
 from switchboard import aws
 from switchboard.config.settings import Settings
-from switchboard.keys.secrets import SecretsAdmin
-from switchboard.ledger.recorder import FALLBACK_MESSAGE
 from switchboard.ledger.store import CallStore
+from switchboard.ledger.writer import FALLBACK_MESSAGE
+from switchboard.ops.secrets_admin import SecretsAdmin
+from tests import sse
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY, LOGS, OPENAI_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -78,8 +79,8 @@ def test_client_disconnect_record(start_gateway, ledger_env):
     with httpx.stream("POST", gateway.base_url + "/chat/completions", json=body,
                       headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-inference-task-id": "hangups"}) as response:
         request_id = response.headers["x-request-id"]
-        for line in response.iter_lines():
-            if "(simulated)" in line:
+        for event in sse.events(response):
+            if "(simulated)" in event.data:
                 break
     store = store_for(ledger_env)
     deadline = time.time() + 5

@@ -10,7 +10,7 @@ import httpx
 
 from switchboard import aws
 from switchboard.config.settings import Settings
-from switchboard.keys.secrets import SecretsAdmin
+from switchboard.ops.secrets_admin import SecretsAdmin
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]

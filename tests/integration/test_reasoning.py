@@ -15,6 +15,7 @@ from switchboard.http.serving import BackgroundServer
 from switchboard.providers import bedrock
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import AwsKey
+from tests import sse
 from tests.conftest import EXTRA_SECRETS, GATEWAY_KEY
 
 ACCESS_KEY = "AKIDTESTFAKEREASON01"
@@ -67,7 +68,7 @@ def post(gateway, model: str, *, stream: bool = True, **fields) -> httpx.Respons
 
 def deltas(response: httpx.Response) -> list[dict]:
     assert response.status_code == 200, response.text[:500]
-    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    chunks = sse.objects(response)
     return [chunk["choices"][0]["delta"] for chunk in chunks if chunk.get("choices")]
 
 

@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from switchboard.ledger.record import CallRecord
-from switchboard.providers import PROVIDERS
+from switchboard.providers.registry import PROVIDERS
 from tests.conftest import EXTRA_SECRETS
 from tests.replay import (
     Cuts,

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from switchboard.http.serving import bind
+from tests import sse
 from tests.conftest import GATEWAY_KEY
 
 HELLO = [{"role": "user", "content": "hi"}]
@@ -29,10 +30,9 @@ def post(gateway, model: str, *, stream=True, headers=None, simulator=None, time
 
 def content_of(response: httpx.Response) -> str:
     text = []
-    for line in response.text.splitlines():
-        if line.startswith("data: {"):
-            for choice in json.loads(line[6:]).get("choices", []):
-                text.append(choice["delta"].get("content") or "")
+    for chunk in sse.objects(response):
+        for choice in chunk.get("choices", []):
+            text.append(choice["delta"].get("content") or "")
     return "".join(text)
 
 
@@ -135,9 +135,9 @@ def test_buffer_words_keep_speech_flowing(gateway):
             "model": "openai/slow-2000", "messages": HELLO, "stream": True},
             headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-switchboard-buffer-after-ms": "150"}) as response:
         events = []
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                events.append((time.perf_counter() - started, json.loads(line[6:])))
+        for event in sse.events(response):
+            if event.data.startswith("{"):
+                events.append((time.perf_counter() - started, event.json()))
     first_at, first = events[0]
     assert first["choices"][0]["delta"]["content"] == "... "
     assert 0.15 <= first_at < 1.0
@@ -172,8 +172,8 @@ def test_client_disconnect_cancels_the_upstream_at_once(gateway):
     with httpx.stream("POST", gateway.base_url + "/chat/completions", timeout=20, json={
             "model": "openai/slow-3000", "messages": HELLO, "stream": True},
             headers={"authorization": f"Bearer {GATEWAY_KEY}", "x-switchboard-buffer-after-ms": "100"}) as response:
-        for line in response.iter_lines():
-            if "... " in line:
+        for event in sse.events(response):
+            if "... " in event.data:
                 break  # the caller hung up right after the buffer words
     deadline = time.time() + 2
     while not gateway.records and time.time() < deadline:
@@ -187,8 +187,8 @@ def test_disconnect_counts_the_tokens_produced_so_far(gateway):
             "model": "openai/gpt-sim", "messages": HELLO, "stream": True, "simulator": {"tokens": 50, "gap_ms": 30}},
             headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as response:
         seen = 0
-        for line in response.iter_lines():
-            if '"content"' in line:
+        for event in sse.events(response):
+            if '"content"' in event.data:
                 seen += 1
             if seen == 5:
                 break

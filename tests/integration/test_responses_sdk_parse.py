@@ -27,11 +27,9 @@ from openai.types.responses import (
 )
 
 from switchboard.formats.chat_completions import chat_request
-from switchboard.formats.responses.translate import (
-    ResponsesStream,
-    chat_body_from_responses,
-    response_from_completion,
-)
+from switchboard.formats.responses.objects import response_from_completion
+from switchboard.formats.responses.request import chat_body_from_responses
+from switchboard.formats.responses.stream import ResponsesStream
 from switchboard.http.serving import BackgroundServer
 from switchboard.providers import anthropic
 from switchboard.wire.errors import GatewayError

@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from tests import sse
 from tests.conftest import GATEWAY_KEY
 
 SYSTEM_TOOLS = ["end_call", "language_detection", "transfer_to_agent", "transfer_to_number", "skip_turn",
@@ -205,8 +206,8 @@ def test_client_disconnect_is_recorded(gateway):
             "simulator": {"tokens": 50, "gap_ms": 50}}
     with httpx.stream("POST", gateway.base_url + "/chat/completions", json=body,
                       headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as response:
-        for line in response.iter_lines():
-            if '"content":"(simulated)"' in line:
+        for event in sse.events(response):
+            if '"content":"(simulated)"' in event.data:
                 break
     deadline = time.time() + 5
     while not gateway.records and time.time() < deadline:
@@ -214,6 +215,24 @@ def test_client_disconnect_is_recorded(gateway):
     [record] = gateway.records
     assert record.outcome == "client_disconnected"
     assert record.ttft_ms is not None
+
+
+def test_a_hang_up_is_an_ending_not_an_error_in_the_log(gateway, caplog):
+    """A caller hanging up is how most voice calls end: the server must not log it as a crash with a traceback."""
+    body = {"model": "simulator/echo", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "simulator": {"tokens": 50, "gap_ms": 50}}
+    with caplog.at_level("INFO"):
+        for _ in range(3):
+            with httpx.stream("POST", gateway.base_url + "/chat/completions", json=body,
+                              headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as response:
+                next(response.iter_raw())
+        deadline = time.time() + 5
+        while len(gateway.records) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # what the server logs after the record
+    assert [r.outcome for r in gateway.records] == ["client_disconnected"] * 3
+    crashes = [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+    assert not crashes, [r.getMessage() for r in crashes]
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-sim", "anthropic/claude-sim"])

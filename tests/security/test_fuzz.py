@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from switchboard.config.settings import Settings
-from switchboard.core.routing import parse_provider_url
+from switchboard.core.egress import parse_provider_url
 from switchboard.core.runtime import build_gateway
 from switchboard.http.app import create_app
 from switchboard.http.serving import BackgroundServer
-from switchboard.providers import OFFICIAL_HOSTS, PROVIDERS
+from switchboard.providers.registry import OFFICIAL_HOSTS, PROVIDERS
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.wire.errors import GatewayError
 from tests.conftest import ALL_RECORDS, GATEWAY_KEY, CaptureResponses, gateway_env

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
-from switchboard.providers import PROVIDERS, ProviderSpec
+from switchboard.providers.registry import PROVIDERS, ProviderSpec, base_url
 
 
 class SettingsError(ValueError):
@@ -48,9 +49,6 @@ class Settings:
     rate_limit_rpm: int = 0
     rate_limit_concurrent: int = 0
     max_body_bytes: int = 4 * 1024 * 1024
-    anthropic_default_max_tokens: int = 4096
-    anthropic_version: str = "2023-06-01"
-    bedrock_region: str | None = None  # where Bedrock calls go and are signed for (see bedrock_region())
     capture_traces: bool = False
     trace_max_chars: int = 8000
     prices_file: str | None = None
@@ -67,10 +65,23 @@ class Settings:
     aws_endpoint_url: str | None = None
     metrics: bool = False  # EMF to stdout: on under Lambda, or with SWITCHBOARD_METRICS=true
     service_name: str = "switchboard"
+    # The variables these settings were read from: each provider family reads its own configuration from
+    # them (providers/<family>/config.py), at start-up too.
+    family_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Every setting, checked: a bad value raises SettingsError naming it (SWITCHBOARD_ROUTING included)."""
         env = dict(os.environ if env is None else env)
+        settings = cls._read(env)
+        if settings.routing_config:
+            from switchboard.config.routing import routing_config
+
+            routing_config(settings.routing_config)
+        return settings
+
+    @classmethod
+    def _read(cls, env: dict[str, str]) -> Settings:
         return cls(
             api_keys=_csv(env.get("SWITCHBOARD_API_KEYS")),
             admin_keys=_csv(env.get("SWITCHBOARD_ADMIN_KEYS")),
@@ -90,8 +101,6 @@ class Settings:
             rate_limit_rpm=_int(env, "SWITCHBOARD_RATE_LIMIT_RPM", 0),
             rate_limit_concurrent=_int(env, "SWITCHBOARD_RATE_LIMIT_CONCURRENT", 0),
             max_body_bytes=_int(env, "SWITCHBOARD_MAX_BODY_BYTES", 4 * 1024 * 1024),
-            anthropic_default_max_tokens=_int(env, "SWITCHBOARD_ANTHROPIC_MAX_TOKENS", 4096),
-            bedrock_region=bedrock_region(env),
             capture_traces=_bool(env, "SWITCHBOARD_CAPTURE_TRACES"),
             trace_max_chars=_int(env, "SWITCHBOARD_TRACE_MAX_CHARS", 8000),
             prices_file=env.get("SWITCHBOARD_PRICES") or None,
@@ -109,6 +118,7 @@ class Settings:
             metrics=_bool(env, "SWITCHBOARD_METRICS") if "SWITCHBOARD_METRICS" in env
             else bool(env.get("AWS_LAMBDA_FUNCTION_NAME")),
             service_name=env.get("POWERTOOLS_SERVICE_NAME") or "switchboard",
+            family_env=MappingProxyType(env),
         )
 
     def provider(self, name: str) -> ProviderConfig | None:
@@ -116,38 +126,12 @@ class Settings:
 
 
 def _provider(spec: ProviderSpec, env: dict[str, str]) -> ProviderConfig:
-    base_url = env.get(f"{spec.env_prefix}_BASE_URL") or spec.default_base_url
-    if spec.name == "bedrock":
-        base_url = bedrock_endpoint(env)
-    base_url = (base_url or "").rstrip("/")
-    return ProviderConfig(spec=spec, base_url=base_url or None, api_key=env.get(f"{spec.env_prefix}_API_KEY") or None)
-
-
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
-
-
-def bedrock_region(env: dict[str, str]) -> str | None:
-    """BEDROCK_REGION, else the AWS SDKs' AWS_REGION / AWS_DEFAULT_REGION (Lambda sets AWS_REGION)."""
-    for name in ("BEDROCK_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"):
-        value = (env.get(name) or "").strip()
-        if value:
-            if not _REGION.fullmatch(value):
-                raise SettingsError(f"{name} must be an AWS region such as us-east-1, got {value!r}")
-            return value
-    return None
-
-
-def bedrock_endpoint(env: dict[str, str]) -> str | None:
-    """AWS_ENDPOINT_URL_BEDROCK_RUNTIME (the SDKs' own override, how tests and local runs point Bedrock at a
-    local server), else BEDROCK_BASE_URL, else the region's endpoint; None without a region."""
-    override = (env.get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME") or env.get("BEDROCK_BASE_URL") or "").strip()
-    if override:
-        return override
-    region = bedrock_region(env)
-    if region is None:
-        return None
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://bedrock-runtime.{region}.{suffix}"
+    try:
+        found = base_url(spec, env)
+    except ValueError as exc:  # the family's ConfigError: it names the variable
+        raise SettingsError(str(exc)) from None
+    base = (found or "").rstrip("/")
+    return ProviderConfig(spec=spec, base_url=base or None, api_key=env.get(f"{spec.env_prefix}_API_KEY") or None)
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
@@ -182,7 +166,7 @@ def _price_pair(text: str | None) -> tuple[float, float] | None:
     if len(pair) != 2 or not all(0 <= n < 1e6 for n in pair):
         raise SettingsError("SWITCHBOARD_DEFAULT_PRICE must be 'input,output' in USD per million tokens, for "
                             f"example '3,15', got {text!r}")
-    return pair  # type: ignore[return-value]
+    return pair[0], pair[1]
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:

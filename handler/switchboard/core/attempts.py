@@ -23,11 +23,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NamedTuple
 
 from switchboard.config.settings import Settings
+from switchboard.core.admission import settle
 from switchboard.core.plan import CallPlan
 from switchboard.ledger.record import CallRecord
-from switchboard.limits.budgets import VERDICT_WAIT_S, Verdict
-from switchboard.providers import adapter
-from switchboard.providers.transport import UpstreamClient
+from switchboard.limits.budgets.tracker import VERDICT_WAIT_S, Verdict
+from switchboard.providers.adapters import Adapters
+from switchboard.providers.base import UpstreamStats
+from switchboard.providers.transport.client import UpstreamClient
 from switchboard.wire.chat import Chunk, Route, UpstreamError, is_visible
 
 _TIMEOUT = object()
@@ -61,7 +63,7 @@ class _Puller:
             return await self._next_or_verdict(until, verdict)
         if until is None and self.task is None:
             return await self.iterator.__anext__()  # no clock running: the plain, cheapest path
-        if abandon_on_timeout and self.task is None:
+        if abandon_on_timeout and self.task is None and until is not None:
             try:
                 async with asyncio.timeout(max(until - time.perf_counter(), 0.0)):
                     return await self.iterator.__anext__()
@@ -107,6 +109,7 @@ class Committed(NamedTuple):
     held: list[Chunk]
     upstream: _Puller
     ended: bool  # its stream is already over (nothing more to read)
+    stats: UpstreamStats  # what the upstream said besides its answer (for the record)
 
 
 BufferWords = Callable[[], Awaitable[None]]
@@ -117,9 +120,10 @@ def retryable(error: UpstreamError) -> bool:
 
 
 class Attempts:
-    def __init__(self, client: UpstreamClient, settings: Settings, plan: CallPlan, body: dict,
+    def __init__(self, client: UpstreamClient, adapters: Adapters, settings: Settings, plan: CallPlan, body: dict,
                  record: CallRecord, started: float, budget: asyncio.Future | None = None) -> None:
         self.client = client
+        self.adapters = adapters
         self.budget = budget  # -> None | list[Route], or raises GatewayError; streamed calls only
         self.settings = settings
         self.plan = plan
@@ -148,7 +152,8 @@ class Attempts:
                         routes, index = moved, 0
                         break
                     attempt_started = time.perf_counter()
-                    upstream = _Puller(adapter(route.adapter).stream(self.client, route, self.body, self.settings))
+                    stats = UpstreamStats()
+                    upstream = _Puller(self.adapters(route.adapter).stream(self.client, route, self.body, stats))
                     handed_over = False
                     try:
                         held: list[Chunk] = []
@@ -156,14 +161,14 @@ class Attempts:
                             ended = await self._until_first_token(upstream, held, attempt_started, buffer_words)
                         except UpstreamError as error:
                             last_error = self._failed(route, error, attempt_started)
-                        except _Rerouted as moved:  # as a fallback would: this attempt ends, the cheaper model starts
+                        except _Rerouted as rerouted:  # as a fallback would: the attempt ends, the cheaper model starts
                             self._log_attempt(route, BUDGET_DOWNGRADED, 0, attempt_started)
-                            routes, index = moved.routes, 0
+                            routes, index = rerouted.routes, 0
                             break
                         else:
                             self._committed(route, attempt_started)
                             handed_over = True
-                            return Committed(held, upstream, ended)
+                            return Committed(held, upstream, ended, stats)
                     finally:
                         if not handed_over:
                             await upstream.aclose()
@@ -232,12 +237,15 @@ class Attempts:
 
     async def _await_verdict(self) -> None:
         """Before the first byte: the verdict, waited for at most VERDICT_WAIT_S; a later one lets the call be."""
-        if not self.budget.done():  # type: ignore[union-attr]
-            await asyncio.wait((self.budget,), timeout=VERDICT_WAIT_S)
-        if not self.budget.done():
+        budget = self.budget
+        if budget is None:
+            return
+        if not budget.done():
+            await asyncio.wait((budget,), timeout=VERDICT_WAIT_S)
+        if not budget.done():
             from switchboard.observability import call_fields, logger
 
-            settle(self.budget)
+            settle(budget)
             self.budget = None
             if self.settings.budget_on_error == "closed":
                 logger.warning("budget verdict late; the call is refused", extra=call_fields(self.record))
@@ -257,7 +265,8 @@ class Attempts:
                 try:
                     if remaining <= 0:
                         raise UpstreamError(504, "The call's total deadline passed.", kind="timeout")
-                    call = adapter(route.adapter).complete(self.client, route, self.body, self.settings)
+                    stats = UpstreamStats()
+                    call = self.adapters(route.adapter).complete(self.client, route, self.body, stats)
                     completion = await asyncio.wait_for(call, remaining)
                 except TimeoutError:
                     timed_out = UpstreamError(504, f"Upstream provider '{route.provider}' timed out.", kind="timeout")
@@ -266,6 +275,7 @@ class Attempts:
                     last_error = self._failed(route, error, attempt_started)
                 else:
                     self._committed(route, attempt_started)
+                    self.record.upstream_latency_ms = stats.latency_ms
                     return completion
                 wait = self._retry_wait(last_error, retry)
                 if wait is None:
@@ -322,13 +332,3 @@ def _retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None  # an HTTP date: too far off to wait for on a call
-
-
-def settle(pending: object) -> None:
-    """A check nobody will wait for any more: cancel it, or take its result so none is lost."""
-    if isinstance(pending, asyncio.Future):
-        if pending.done():
-            if not pending.cancelled():
-                pending.exception()
-        else:
-            pending.cancel()

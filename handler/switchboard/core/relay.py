@@ -13,12 +13,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from switchboard.config.settings import Settings
-from switchboard.core.attempts import Attempts, Committed, settle
+from switchboard.core.admission import NOTHING_PENDING, Admission
+from switchboard.core.attempts import Attempts, Committed
 from switchboard.core.plan import CallPlan
+from switchboard.formats.base import Framer
 from switchboard.formats.chat_completions import ChatRequest
-from switchboard.formats.framing import ChatFramer, Framer
 from switchboard.ledger.record import DISCONNECTED, CallClock, CallRecord
-from switchboard.providers.transport import UpstreamClient
+from switchboard.providers.adapters import Adapters
+from switchboard.providers.transport.client import UpstreamClient
 from switchboard.wire.asgi import Reply, error_reply, no_receive
 from switchboard.wire.chat import UpstreamError
 from switchboard.wire.errors import GatewayError
@@ -28,7 +30,6 @@ from switchboard.wire.sse import SSE_HEADERS
 Recorder = Callable[[CallRecord, CallClock], Awaitable[None]]
 # The upstream's own latency figure (Bedrock's metrics.latencyMs), which an adapter puts on the parsed usage
 # chunk or completion; it is recorded, never sent to the client.
-UPSTREAM_LATENCY_KEY = "x_bedrock_latency_ms"
 
 
 class ChunkObserver:
@@ -48,9 +49,6 @@ class ChunkObserver:
         usage = chunk.get("usage")
         if usage:
             apply_usage(self.record, usage)
-            latency = chunk.get(UPSTREAM_LATENCY_KEY)
-            if latency is not None:
-                self.record.upstream_latency_ms = latency
         if not choices:
             return bool(usage)
         choice = choices[0]
@@ -111,8 +109,9 @@ def _dict(value: object) -> dict:
 
 
 class Relay:
-    def __init__(self, client: UpstreamClient, settings: Settings, recorder: Recorder) -> None:
+    def __init__(self, client: UpstreamClient, adapters: Adapters, settings: Settings, recorder: Recorder) -> None:
         self.client = client
+        self.adapters = adapters
         self.settings = settings
         self.recorder = recorder
         self.after_first_byte: Callable[[], None] | None = None  # once, after the process's first answer starts
@@ -122,26 +121,23 @@ class Relay:
         if hook is not None:
             hook()
 
-    def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-               admission: Awaitable[None] | None = None, framer: Framer | None = None,
-               budget: asyncio.Future | None = None) -> EventStreamResponse:
+    def stream(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan, framer: Framer,
+               admission: Admission = NOTHING_PENDING) -> EventStreamResponse:
         """The streamed response. Its status is decided by the first thing the call produces: an error
         before any byte (the upstream's 4xx, 502, 504, a refused admission or budget) is sent as a JSON
-        error. `budget` is the budget verdict still on its way (see attempts.py)."""
-        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start, budget)
-        call = StreamedCall(self, record, clock, framer or ChatFramer(record, chat.include_usage), attempts, admission,
-                            chat)
+        error. The admission's budget verdict may still be on its way (see admission.py)."""
+        attempts = Attempts(self.client, self.adapters, self.settings, plan, chat.body, record, clock.start,
+                            admission.reroute)
+        call = StreamedCall(self, record, clock, framer, attempts, admission, chat)
         return EventStreamResponse(call.run, headers={"x-request-id": record.request_id})
 
-    async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan,
-                       admission: Awaitable[None] | None = None, framer: Framer | None = None) -> Reply:
-        if admission is not None:
-            await admission  # not streamed, so nobody is waiting on a first token: check the limit first
+    async def complete(self, record: CallRecord, clock: CallClock, chat: ChatRequest, plan: CallPlan, framer: Framer,
+                       admission: Admission = NOTHING_PENDING) -> Reply:
+        await admission.before_first_byte()  # not streamed: nobody waits on a first token, so the limit goes first
         clock.upstream_sent = CallClock.now()
-        attempts = Attempts(self.client, self.settings, plan, chat.body, record, clock.start)
+        attempts = Attempts(self.client, self.adapters, self.settings, plan, chat.body, record, clock.start)
         completion = await attempts.complete()
         clock.upstream_first = clock.client_first = clock.first_token = clock.first_chunk = CallClock.now()
-        record.upstream_latency_ms = completion.pop(UPSTREAM_LATENCY_KEY, None)
         usage = completion.get("usage")
         if isinstance(usage, dict):
             apply_usage(record, usage)
@@ -155,7 +151,6 @@ class Relay:
                 if name:
                     record.tool_calls.append(name)
             record.outcome = choices[0].get("finish_reason") or "stop"
-        framer = framer or ChatFramer(record, False)
         body = dumps(framer.completion(completion))  # framed before the record: a failure here is still one record
         await self._record(record, clock, chat=chat)
         if self.after_first_byte is not None:
@@ -201,7 +196,7 @@ class StreamedCall:
     """
 
     def __init__(self, relay: Relay, record: CallRecord, clock: CallClock, framer: Framer, attempts: Attempts,
-                 admission: Awaitable[None] | None, chat: ChatRequest) -> None:
+                 admission: Admission, chat: ChatRequest) -> None:
         self.relay, self.record, self.clock, self.framer = relay, record, clock, framer
         self.attempts, self.admission, self.chat = attempts, admission, chat
         self.observer = ChunkObserver(record, clock)
@@ -220,7 +215,7 @@ class StreamedCall:
             committed = await self.attempts.start(self._buffer_words)
             await self._relay(committed)
         except (UpstreamError, GatewayError) as exc:
-            settle(self.admission)
+            self.admission.settle()
             if isinstance(exc, UpstreamError) and exc.usage:
                 apply_usage(record, exc.usage)
             error = exc.to_gateway_error() if isinstance(exc, UpstreamError) else exc
@@ -233,14 +228,14 @@ class StreamedCall:
             from switchboard.observability import call_fields, logger
 
             logger.exception("unexpected error in a stream", extra=call_fields(record))
-            settle(self.admission)
+            self.admission.settle()
             record.status, record.outcome, record.error = 500, "internal_error", type(exc).__name__
             await self._end(committed, hangup)
             await self._fail(GatewayError(500, "The gateway hit an unexpected error; it has been logged.",
                                           code="internal_error"), "internal_error")
             return
         except BaseException:  # cancelled (client gone) or closed by the server
-            settle(self.admission)
+            self.admission.settle()
             record.status, record.outcome = 499, DISCONNECTED
             await self._end(committed, hangup)
             raise
@@ -282,9 +277,7 @@ class StreamedCall:
         if self.sent:
             await self.send({"type": "http.response.body", "body": out, "more_body": True})
             return
-        if self.admission is not None:
-            admission, self.admission = self.admission, None
-            await admission  # decided long before the first token, normally
+        await self.admission.before_first_byte()  # decided long before the first token, normally
         self.clock.upstream_first = self.clock.client_first = CallClock.now()
         await self._write(self._opening() + out)
         if self.relay.after_first_byte is not None:
@@ -315,6 +308,7 @@ class StreamedCall:
         try:
             if committed is not None:  # (a route that never committed was closed by the attempts already)
                 await committed.upstream.aclose()
+                self.record.upstream_latency_ms = committed.stats.latency_ms
             self.observer.finish_trace(self.relay.settings.trace_max_chars)
             await self.relay._record(self.record, self.clock, self.observer, self.chat)
         finally:
@@ -340,6 +334,12 @@ class EventStreamResponse:
                                                                                hangup))
         try:
             await self.body_function(send, self._headers(), hangup)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not hangup.left or task is None or task.cancelling() != 1:
+                raise  # the server is stopping, or someone else cancelled us: theirs to handle
+            # Cancelled by the watcher because the client left: the call ended (recorded) as it should.
+            task.uncancel()
         finally:
             hangup.done = True
             watcher.cancel()

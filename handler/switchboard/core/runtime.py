@@ -7,14 +7,15 @@ import threading
 from collections.abc import Callable, Iterable
 
 from switchboard.config.settings import Settings
+from switchboard.core.finalize import Finalizer
 from switchboard.core.gateway import Gateway
 from switchboard.keys.auth import KeyStore, env_keys
 from switchboard.keys.secrets import Secrets
 from switchboard.ledger.pricing import configured_catalog
 from switchboard.ledger.record import CallRecord
-from switchboard.ledger.recorder import Recorder
 from switchboard.ledger.store import CallStore
-from switchboard.limits.budgets import BudgetTracker
+from switchboard.ledger.writer import LedgerWriter
+from switchboard.limits.budgets.tracker import BudgetTracker
 from switchboard.limits.ratelimit import RateLimiter
 
 
@@ -31,8 +32,8 @@ def build_gateway(settings: Settings, observers: Iterable[Callable[[CallRecord],
     limiter = RateLimiter(lambda: aws.client("dynamodb", settings), settings.table_name) if store else RateLimiter()
     budgets = BudgetTracker.from_settings(settings)
     prices = configured_catalog(settings.prices_file, settings.default_price)
-    recorder = Recorder(store, prices, write_budget_s=settings.ledger_write_budget_s, emit_metrics=settings.metrics,
-                        observers=observers, release=limiter.release, spend=budgets.spend)
+    recorder = Finalizer(LedgerWriter(store, settings.ledger_write_budget_s), prices, emit_metrics=settings.metrics,
+                         observers=observers, release=limiter.release, spend=budgets.spend)
     return Gateway(settings, keys, secrets.provider_key, recorder, store=store, secrets=secrets, limiter=limiter,
                    budgets=budgets)
 
@@ -63,12 +64,14 @@ def warm_in_background(gateway: Gateway) -> threading.Thread:
         from switchboard import aws
         from switchboard.observability import logger
 
+        secrets = gateway.secrets
         try:
             logger.warm()
-            if gateway.settings.table_name or gateway.secrets.provider_secret or gateway.secrets.gateway_secret:
+            if gateway.settings.table_name or (secrets and (secrets.provider_secret or secrets.gateway_secret)):
                 aws.client("dynamodb", gateway.settings)
                 aws.client("secretsmanager", gateway.settings)
-            gateway.secrets.warm()
+            if secrets is not None:
+                secrets.warm()
             if gateway.store is not None:
                 gateway.store.warm()
             warm_bedrock(gateway)
@@ -86,12 +89,4 @@ def warm_bedrock(gateway: Gateway) -> None:
     config = gateway.settings.provider("bedrock")
     if config is None or not config.base_url:
         return
-    from switchboard.providers import adapter
-
-    bedrock = adapter("bedrock")
-    if bedrock.CREDENTIALS.found:
-        return  # a call resolved them already: loading again would only refresh them early
-    try:
-        bedrock.CREDENTIALS.load()
-    except bedrock.CredentialsUnavailable:
-        pass  # no credentials here: Bedrock is simply not listed, and a call says why
+    gateway.adapters("bedrock").warm()

@@ -1,8 +1,10 @@
-"""The client's request, parsed once, validated, and cleaned for the upstream.
+"""OpenAI Chat Completions, the internal shape: the client's request parsed once, validated and cleaned for
+the upstream, and the upstream's chunks framed back (`ChatFramer`).
 
 ElevenLabs sends OpenAI Chat Completions plus its own fields: `elevenlabs_extra_body` (kept as
 metadata, never forwarded) and `user_id` (forwarded as OpenAI `user`). Unknown fields are
 tolerated and forwarded: OpenAI-compatible hosts grow new ones faster than any gateway.
+Every other format's request becomes this one's body before `chat_request` sees it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from switchboard.wire.errors import GatewayError
+from switchboard.formats.base import BUFFER_WORDS, FrameContext, Observer
+from switchboard.wire.chat import Batch
+from switchboard.wire.errors import GatewayError, error_body
+from switchboard.wire.json import dumps
+from switchboard.wire.sse import SSE_DONE, sse_data
 
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 METADATA_PREFIX = "x-inference-metadata-"
@@ -48,7 +55,7 @@ INSTRUCTION_ROLES = frozenset({"system", "developer"})
 PROMPT_VERSION_CHARS = 12
 
 
-def prompt_version(messages: object, tools: object) -> str | None:
+def prompt_version(messages: Iterable[object] | None, tools: Iterable[object] | None) -> str | None:
     """A short, stable hash of the instructions (system and developer messages) and the tool definitions:
     the first 12 hex characters of the SHA-256 of their canonical JSON. None when there are neither.
 
@@ -71,7 +78,8 @@ def _instruction_text(content: object) -> object:
     if not isinstance(content, list):
         return content
     parts = [part.get("text") if part.get("type") == "text" else part for part in content if isinstance(part, dict)]
-    return "".join(parts) if all(isinstance(part, str) for part in parts) else parts
+    texts = [part for part in parts if isinstance(part, str)]
+    return "".join(texts) if len(texts) == len(parts) else parts
 
 
 def _no_constants(name: str) -> None:
@@ -124,6 +132,10 @@ def _too_deep(value: object) -> bool:
     return False
 
 
+def chat_body_from_chat_completions(body: dict) -> tuple[dict, None]:
+    """The format's parse step: a Chat Completions body is the internal shape already, and nothing is echoed."""
+    return body, None
+
 def chat_request(body: dict, headers: dict[str, str], metadata: dict[str, str] | None = None) -> ChatRequest:
     """Validate an OpenAI chat request and take the ledger's fields out of it. `headers` lower-case;
     `metadata`, when the caller already read it from them."""
@@ -166,7 +178,7 @@ def chat_request(body: dict, headers: dict[str, str], metadata: dict[str, str] |
 
 
 def metadata_from_headers(headers: dict[str, str]) -> dict[str, str]:
-    metadata = {}
+    metadata: dict[str, str] = {}
     for name, value in headers.items():
         if name.startswith(METADATA_PREFIX) and len(name) > len(METADATA_PREFIX):
             if len(metadata) >= MAX_METADATA_ENTRIES:
@@ -270,3 +282,45 @@ def _check_tools(tools: object) -> None:
         if parameters is not None and not isinstance(parameters, dict):
             raise GatewayError(400, f"tools[{index}].function.parameters must be a JSON schema object.",
                                param=f"tools[{index}].function.parameters", code="invalid_tool")
+
+
+class ChatFramer:
+    """Chat Completions: the upstream's own chunk bytes, passed through; `data: [DONE]` at the end."""
+
+    __slots__ = ("context", "include_usage")
+
+    def __init__(self, context: FrameContext, include_usage: bool) -> None:
+        self.context = context
+        # the client asked for the usage chunk
+        self.include_usage = include_usage
+
+    @classmethod
+    def for_call(cls, context: FrameContext, echo: dict | None, include_usage: bool) -> ChatFramer:
+        """The format's framer factory (Chat Completions echoes nothing)."""
+        return cls(context, include_usage)
+
+    def opening(self) -> bytes:
+        return b""
+
+    def frames(self, batch: Batch, observer: Observer) -> bytes:
+        frames = [b"data: " + payload + b"\n\n" for payload, parsed in batch
+                  if not observer.observe(parsed) or self.include_usage]
+        return frames[0] if len(frames) == 1 else b"".join(frames)
+
+    def buffer_words(self) -> bytes:
+        """An ellipsis and a space, as ElevenLabs asks, so speech keeps flowing."""
+        context = self.context
+        return sse_data(dumps({"id": "chatcmpl-" + context.request_id, "object": "chat.completion.chunk",
+                               "created": int(context.started_at), "model": context.requested_model or "",
+                               "choices": [{"index": 0, "delta": {"role": "assistant", "content": BUFFER_WORDS},
+                                            "logprobs": None, "finish_reason": None}]}))
+
+    def failed(self, message: str, code: str | None) -> bytes:
+        """An error event, then the stream's end: a client waiting for [DONE] is not left waiting."""
+        return sse_data(dumps(error_body(message, "upstream_error", code=code))) + SSE_DONE
+
+    def done(self) -> bytes:
+        return SSE_DONE
+
+    def completion(self, completion: dict) -> dict:
+        return completion

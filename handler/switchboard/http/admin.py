@@ -71,13 +71,14 @@ def build_api(gateway: Callable[[], Gateway]) -> FastAPI:
     @app.get("/v1/budgets", response_model=None)
     async def budgets(request: Request) -> dict:
         """Each budget with its spend, what remains and when its period ends (admin keys only)."""
-        from switchboard.limits.budgets import budgets_report
+        from switchboard.limits.budgets.report import budgets_report
 
         running = gateway()
         await running.authenticate_admin(request.headers)
         if running.secrets is not None:
             await running.secrets.ensure_fresh(provider_keys=False)  # key budgets live on the stored keys
-        return await asyncio.to_thread(budgets_report, running)
+        return await asyncio.to_thread(budgets_report, running.budgets.counters, running.task_budgets,
+                                       running.keys.known_keys())
 
     install_dashboard(app)
     _install_error_handlers(app)

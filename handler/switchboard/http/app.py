@@ -13,6 +13,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
+from switchboard.formats import FORMAT_BY_PATH
 from switchboard.http.errors import unexpected_error_reply
 from switchboard.wire.asgi import Incoming, Receive, Reply, Send, error_reply, json_reply
 from switchboard.wire.errors import GatewayError, error_body
@@ -20,9 +21,8 @@ from switchboard.wire.errors import GatewayError, error_body
 if TYPE_CHECKING:
     from switchboard.config.settings import Settings
     from switchboard.core.gateway import Gateway
+    from switchboard.formats.base import Format
 
-CALLS = {"/v1/chat/completions": "chat", "/chat/completions": "chat", "/v1/responses": "responses",
-         "/responses": "responses"}
 MODELS = frozenset({"/v1/models", "/models"})
 HEALTH = json_reply({"status": "ok"})
 
@@ -59,10 +59,10 @@ class SwitchboardApp:
         kind = scope["type"]
         if kind == "http":
             path = scope["path"]
-            api = CALLS.get(path)
-            if api is not None:
+            wire_format = FORMAT_BY_PATH.get(path)
+            if wire_format is not None:
                 if scope["method"] == "POST":
-                    await self._call(scope, receive, send, api)
+                    await self._call(scope, receive, send, wire_format)
                 else:
                     await _not_allowed(scope, receive, send)
                 return
@@ -77,9 +77,9 @@ class SwitchboardApp:
             return
         await self.api(scope, receive, send)
 
-    async def _call(self, scope: dict, receive: Receive, send: Send, api: str) -> None:
+    async def _call(self, scope: dict, receive: Receive, send: Send, wire_format: Format) -> None:
         try:
-            response = await self.gateway.call(Incoming(scope, receive), api)
+            response = await self.gateway.call(Incoming(scope, receive), wire_format)
         except GatewayError as exc:
             response = error_reply(exc)
         except Exception as exc:

@@ -7,7 +7,7 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -62,7 +62,7 @@ class HeaderLimitedProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes_seen = False, 0
         super().on_headers_complete()
         if self.cycle is not None:
-            self.cycle.transport = HeadWithFirstBytes(self.cycle.transport, self.loop)
+            self.cycle.transport = cast(asyncio.Transport, HeadWithFirstBytes(self.cycle.transport, self.loop))
 
 
     def on_body(self, body: bytes) -> None:
@@ -155,7 +155,8 @@ class BackgroundServer:
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn_options(**{"lifespan": "on", **config})
         self.server = uvicorn.Server(uvicorn.Config(app, **config))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (uvicorn < 0.29)
+        # uvicorn < 0.29 installs signal handlers, which only the main thread may do
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self._run, name=f"uvicorn:{self.port}", daemon=True)
 
     @property

@@ -17,7 +17,7 @@ import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from switchboard.limits.budgets import Budget
+from switchboard.limits.budgets.model import Budget
 from switchboard.wire.errors import GatewayError
 
 KEY_PREFIX = "sb-"
@@ -66,6 +66,10 @@ class KeyStore:
     def __init__(self, static: list[StoredKey], stored: Callable[[], list[StoredKey]] | None = None) -> None:
         self.static = static
         self.stored = stored or (lambda: [])
+
+    def known_keys(self) -> list[StoredKey]:
+        """Environment keys, then stored ones (from the secret's cache: 503 while it was never read)."""
+        return [*self.static, *self.stored()]
 
     def static_identity(self, authorization: str | None, *, admin: bool = False) -> Identity | None:
         """The caller, if it holds an environment key; None if not (a stored key may still match). No I/O."""

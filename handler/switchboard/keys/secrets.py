@@ -2,10 +2,8 @@
 
 Two JSON secrets:
   * provider keys: `{"openai": "sk-...", "anthropic": "..."}`
-  * gateway keys:  `{"keys": [{"name": "...", "sha256": "<hex>", "admin": false, "gateway": true,
-    "created_at": "...", "rpm": 120, "concurrent": 10, "budget": {"daily_usd": 20, "monthly_usd": 300}}]}`
-    (a gateway key itself is never stored, only its SHA-256; an entry without "gateway" is a gateway key
-    unless it is an admin key; "budget" has the shape of a task budget, see budgets.py).
+  * gateway keys:  `{"keys": [{"name": "...", "sha256": "<hex>", ...}]}`, one entry per key (see records.py:
+    only a key's SHA-256 is stored), parsed once per value fetched rather than on every request.
 
 Caching (`SWITCHBOARD_SECRETS_MAX_AGE`, default 300 s) is stale-while-revalidate: a read never waits
 on Secrets Manager once a value exists. Past 80% of the age a thread of its own refreshes the value
@@ -15,23 +13,20 @@ the cache age while Secrets Manager answers (a revoked key outlives it only whil
 a secret never read is waited for, by `Secrets.ensure_fresh`, off the event loop and for at most
 `SWITCHBOARD_SECRETS_FETCH_TIMEOUT_MS`. Environment variables override the secrets (`OPENAI_API_KEY`
 and the rest, `SWITCHBOARD_API_KEYS`, `SWITCHBOARD_ADMIN_KEYS`) and never wait at all.
+
+Writing the secrets is the CLI's (ops/secrets_admin.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets as random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from datetime import UTC, datetime
-from typing import Any
 
 from switchboard.config.settings import Settings
-from switchboard.keys.auth import KEY_PREFIX, StoredKey, digest
-from switchboard.limits.budgets import BUDGET_FIELDS, Budget, parse_budget
+from switchboard.keys.auth import StoredKey
 from switchboard.wire.errors import GatewayError
 
 REFRESH_AHEAD = 0.8
@@ -63,6 +58,8 @@ class CachedSecret:
         self._inflight: Future | None = None
         self._failures = 0
         self._retry_at = 0.0
+        # Run on each value fetched, before it is served: its parsing (and pydantic's import) stays off the loop.
+        self.parse_ahead: Callable[[dict], object] | None = None
 
     @property
     def age_s(self) -> float:
@@ -110,6 +107,8 @@ class CachedSecret:
         """Fetch now, on this thread (warm-up, the background refresh); a failure is logged and re-raised."""
         try:
             value = self._fetch()
+            if self.parse_ahead is not None:
+                self.parse_ahead(value)
         except Exception as exc:
             self._note_failure(exc)
             raise
@@ -182,6 +181,9 @@ class Secrets:
         self.provider_secret = provider_keys
         self.gateway_secret = gateway_keys
         self.fetch_timeout_s = fetch_timeout_s
+        self._parsed: tuple[dict, list[StoredKey]] | None = None  # the gateway keys' last value, and its keys
+        if gateway_keys is not None:
+            gateway_keys.parse_ahead = self._gateway_keys
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Secrets:
@@ -191,8 +193,7 @@ class Secrets:
             return CachedSecret(secrets_fetcher(settings, name), settings.secrets_max_age_s, label=label)
 
         return cls(settings, cached(settings.provider_keys_secret, "provider keys"),
-                   cached(settings.gateway_keys_secret, "gateway keys"),
-                   settings.secrets_fetch_timeout_s)
+                   cached(settings.gateway_keys_secret, "gateway keys"), settings.secrets_fetch_timeout_s)
 
     def provider_key(self, provider: str) -> str | None:
         """From the environment, else the secret in memory; 503 when the secret was never read."""
@@ -207,7 +208,16 @@ class Secrets:
     def stored_gateway_keys(self) -> list[StoredKey]:
         if self.gateway_secret is None:
             return []
-        return parse_gateway_keys(_read(self.gateway_secret))
+        return self._gateway_keys(_read(self.gateway_secret))
+
+    def _gateway_keys(self, value: dict) -> list[StoredKey]:
+        """The keys in one fetched value, parsed once, on the fetch's thread (`parse_ahead`), not per request."""
+        parsed = self._parsed
+        if parsed is None or parsed[0] is not value:
+            from switchboard.keys.records import parse_gateway_keys
+
+            parsed = self._parsed = (value, parse_gateway_keys(value))
+        return parsed[1]
 
     async def ensure_fresh(self, *, provider_keys: bool = True, gateway_keys: bool = True) -> None:
         """Before a request: wait, bounded, only for a secret never read (normally none). Never raises.
@@ -233,141 +243,3 @@ def _read(secret: CachedSecret) -> dict:
     except SecretUnavailable:
         raise GatewayError(503, f"The gateway could not read its {secret.label} from Secrets Manager yet; "
                            "retry shortly.", code="secrets_unavailable", headers={"retry-after": "1"}) from None
-
-
-def parse_gateway_keys(value: dict) -> list[StoredKey]:
-    keys = []
-    for entry in value.get("keys", []) if isinstance(value, dict) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and entry.get("name"):
-            admin = bool(entry.get("admin"))
-            keys.append(StoredKey(str(entry["name"]), entry["sha256"], admin, _limit(entry.get("rpm")),
-                                  _limit(entry.get("concurrent")), gateway=bool(entry.get("gateway", not admin)),
-                                  budget=_stored_budget(str(entry["name"]), entry.get("budget"))))
-    return keys
-
-
-_warned_budgets: set[tuple[str, str]] = set()
-
-
-def _stored_budget(name: str, value: object) -> Budget | None:
-    """A key's budget; one that does not parse (a hand edit: the CLI checks what it writes) is logged, once,
-    and ignored, so one bad entry cannot lock every key out."""
-    if value is None:
-        return None
-    try:
-        return parse_budget(value, f"key '{name}' budget")
-    except ValueError as exc:
-        if (name, repr(value)) not in _warned_budgets:
-            from switchboard.observability import logger
-
-            _warned_budgets.add((name, repr(value)))
-            logger.warning("stored key budget ignored", extra={"key_name": name, "problem": str(exc)})
-        return None
-
-
-def _set_or_drop(entry: dict, name: str, value: object) -> None:
-    if value is None:
-        entry.pop(name, None)
-    else:
-        entry[name] = value
-
-
-def _limit(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-# -- administration (the CLI): read-modify-write of the secrets ---------------------------------------
-
-
-class SecretsAdmin:
-    def __init__(self, secretsmanager: Any, provider_keys_secret: str, gateway_keys_secret: str) -> None:
-        self.sm = secretsmanager
-        self.provider_keys_secret = provider_keys_secret
-        self.gateway_keys_secret = gateway_keys_secret
-
-    def _read(self, name: str) -> dict:
-        try:
-            raw = self.sm.get_secret_value(SecretId=name)["SecretString"]
-        except self.sm.exceptions.ResourceNotFoundException:
-            return {}
-        value = json.loads(raw or "{}")
-        return value if isinstance(value, dict) else {}
-
-    def _write(self, name: str, value: dict) -> None:
-        self.sm.put_secret_value(SecretId=name, SecretString=json.dumps(value))
-
-    def create_key(self, name: str, admin: bool = False, rpm: int | None = None, concurrent: int | None = None,
-                   gateway: bool | None = None, budget: Budget | None = None) -> str:
-        """A new key; only its hash is stored, so this is the one time it can be seen.
-
-        An admin key is admin-only unless `gateway` is set too; any other key is a gateway key.
-        """
-        value = self._read(self.gateway_keys_secret)
-        keys = value.setdefault("keys", [])
-        if any(k.get("name") == name for k in keys):
-            raise ValueError(f"a key named '{name}' exists; revoke it first or pick another name")
-        key = KEY_PREFIX + random.token_urlsafe(32)
-        entry = {"name": name, "sha256": digest(key), "admin": admin,
-                 "gateway": (not admin) if gateway is None else gateway,
-                 "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        entry.update({k: v for k, v in (("rpm", rpm), ("concurrent", concurrent)) if v is not None})
-        if budget is not None:
-            entry["budget"] = budget.to_json()
-        keys.append(entry)
-        self._write(self.gateway_keys_secret, value)
-        return key
-
-    def update_key(self, name: str, changes: dict[str, object]) -> dict:
-        """Change a key's limits: `rpm`, `concurrent` and the budget's fields (`daily_usd`, `monthly_usd`,
-        `soft_percent`, `on_exceeded`); a value of None removes the field. Returns the entry as stored.
-
-        The new budget is checked before anything is written (ValueError), and one left with no limit
-        is removed whole.
-        """
-        value = self._read(self.gateway_keys_secret)
-        entry = next((k for k in value.get("keys", []) if isinstance(k, dict) and k.get("name") == name), None)
-        if entry is None:
-            raise LookupError(name)
-        for field_name in ("rpm", "concurrent"):
-            if field_name in changes:
-                _set_or_drop(entry, field_name, changes[field_name])
-        budget = dict(entry.get("budget") or {})
-        for field_name in BUDGET_FIELDS & set(changes):
-            _set_or_drop(budget, field_name, changes[field_name])
-        if budget.get("daily_usd") is None and budget.get("monthly_usd") is None:
-            if any(field_name in changes for field_name in ("soft_percent", "on_exceeded")):
-                raise ValueError("a budget needs a daily or monthly limit (--daily-budget-usd, --monthly-budget-usd)")
-            entry.pop("budget", None)
-        else:
-            entry["budget"] = parse_budget(budget, "budget").to_json()
-        self._write(self.gateway_keys_secret, value)
-        return entry
-
-    def list_keys(self) -> list[dict]:
-        keys = self._read(self.gateway_keys_secret).get("keys", [])
-        return [{"name": k.get("name"), "admin": bool(k.get("admin")),
-                 "gateway": bool(k.get("gateway", not k.get("admin"))), "created_at": k.get("created_at"),
-                 "rpm": k.get("rpm"), "concurrent": k.get("concurrent"), "budget": k.get("budget")}
-                for k in keys if isinstance(k, dict)]
-
-    def stored_keys(self) -> list[StoredKey]:
-        """The keys as the gateway parses them (budgets included), for reports."""
-        return parse_gateway_keys(self._read(self.gateway_keys_secret))
-
-    def revoke_key(self, name: str) -> bool:
-        value = self._read(self.gateway_keys_secret)
-        keys = value.get("keys", [])
-        kept = [k for k in keys if k.get("name") != name]
-        if len(kept) == len(keys):
-            return False
-        value["keys"] = kept
-        self._write(self.gateway_keys_secret, value)
-        return True
-
-    def set_provider_key(self, provider: str, key: str) -> None:
-        value = self._read(self.provider_keys_secret)
-        value[provider] = key
-        self._write(self.provider_keys_secret, value)
-
-    def providers(self) -> list[str]:
-        return sorted(self._read(self.provider_keys_secret))

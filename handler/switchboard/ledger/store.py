@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,8 @@ TABLE_KEYS = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})
 RECORD_FIELDS = tuple(f.name for f in fields(CallRecord))
 # What an item lacking a field held: the store leaves empty lists and maps out, and every record
 # written before `api` existed was a Chat Completions call. Any other missing field is unknown: null.
-MISSING_MEANS = {"attempts": list, "tool_calls": list, "metadata": dict, "api": lambda: "chat"}
+MISSING_MEANS: dict[str, Callable[[], object]] = {"attempts": list, "tool_calls": list, "metadata": dict,
+                                                  "api": lambda: "chat"}
 # What a usage report reads of each call when it counts the calls themselves.
 USAGE_FIELDS = ("started_at", "task_id", "environment", "provider", "model", "status", "outcome", "prompt_tokens",
                 "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd",

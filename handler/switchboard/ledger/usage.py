@@ -56,7 +56,7 @@ def usage_report(store: Any, *, task_id: str | None = None, environment: str | N
     calls = _calls_if_few(store, models, task_id, since, until)
     exact = calls is not None
     add = _Tally.add_call if exact else _Tally.add_rollup
-    items = _in_environment(calls if exact else models, environment)
+    items = _in_environment(calls if calls is not None else models, environment)
     totals, per_model = _totals_and_models(items, add)
     result: dict[str, Any] = {
         "exact": exact, "source": "calls" if exact else "rollups", "granularity": "call" if exact else "day (UTC)",
@@ -126,7 +126,7 @@ _shared = _SharedReads()
 
 
 def _totals_and_models(items: Iterable[dict[str, Any]], add) -> tuple[_Tally, list[_Tally]]:
-    totals, models = _Tally({}), {}
+    totals, models = _Tally({}), dict[tuple[str, str], _Tally]()
     for item in items:
         provider, model = item.get("provider") or "none", item.get("model") or "none"
         tally = models.get((provider, model))

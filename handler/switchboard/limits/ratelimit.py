@@ -91,7 +91,7 @@ class RateLimiter:
                                                                     "request_id": request_id})
 
     def _check_shared(self, request_id: str, key_name: str, limits: Limits, minute: int) -> None:
-        db = self._dynamodb()
+        db = self._db()
         conditional = db.exceptions.ConditionalCheckFailedException
         if limits.rpm:
             try:
@@ -123,7 +123,7 @@ class RateLimiter:
         stamps the counter, so one untouched for STALE_AFTER_S while showing streams has leaked: the
         next take then resets it instead of being refused forever.
         """
-        db = self._dynamodb()
+        db = self._db()
         key = {"pk": {"S": f"LIMIT#{key_name}"}, "sk": {"S": "ACTIVE"}}
         now = int(time.time())
         values = {":delta": {"N": str(delta)}, ":now": {"N": str(now)}}
@@ -139,6 +139,11 @@ class RateLimiter:
                            ConditionExpression="updated_at < :stale", ExpressionAttributeNames={"#a": "active"},
                            ExpressionAttributeValues={":one": {"N": "1"}, ":now": {"N": str(now)},
                                                       ":stale": {"N": str(now - STALE_AFTER_S)}})
+
+    def _db(self) -> Any:
+        """The shared counters' DynamoDB client (asked for only when there is a table)."""
+        assert self._dynamodb is not None
+        return self._dynamodb()
 
     def _forget_old_minutes(self, minute: int) -> None:
         if len(self.minute_counts) > 1000:

@@ -114,7 +114,9 @@ def provision(info: LocalStackInfo) -> None:
                "aws_secret_access_key": "local"}
     create_table(boto3.client("dynamodb", **options), info.table)
     secretsmanager = boto3.client("secretsmanager", **options)
-    for name, initial in ((info.provider_keys_secret, {}), (info.gateway_keys_secret, {"keys": []})):
+    initial_values: dict[str, dict[str, list[object]]] = {info.provider_keys_secret: {},
+                                                         info.gateway_keys_secret: {"keys": []}}
+    for name, initial in initial_values.items():
         try:
             secretsmanager.create_secret(Name=name, SecretString=json.dumps(initial))
         except secretsmanager.exceptions.ResourceExistsException:

@@ -1,252 +1,151 @@
-"""What every adapter shares: the upstream error type and the HTTP plumbing around it.
+"""The contract every provider family implements (`Adapter`), and the stream loop they all share.
 
-An adapter module exposes two coroutines:
-  * `stream(client, route, body, settings)`: an async iterator of batches of OpenAI chunks, one
-    batch (a non-empty list) per upstream read, each chunk a `(json_bytes, parsed_dict)` pair. It
-    raises `UpstreamError` before its first batch when the upstream refuses or cannot be reached,
-    and mid-stream when the stream breaks.
-  * `complete(client, route, body, settings)`: one `chat.completion` dict.
-`body` is the client's request, already cleaned by `switchboard.formats.chat_completions`. The HTTP itself is
-`transport.UpstreamClient`'s (an asyncio protocol over httptools' llhttp parser); adapters never see a socket.
+A family (`openai_compat`, `anthropic/`, `bedrock/`) turns one OpenAI Chat Completions request into its
+upstream's wire format and the answer back into OpenAI chunks. How it does so is its own business; what the
+gateway may rely on is this module: the `Adapter` methods, how their resources are released, and the one
+loop (`stream_batches`) that turns an upstream's reads into the relay's batches for all of them.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
-from switchboard.providers import transport
-from switchboard.providers.transport import UpstreamClient, UpstreamResponse
-from switchboard.wire.chat import UpstreamError
-from switchboard.wire.sse import EventTooLarge, SSEDecoder
+from switchboard.providers.transport.client import UpstreamClient
+from switchboard.providers.transport.response import UpstreamResponse
+from switchboard.wire.chat import Batch, Route, UpstreamError, is_visible
 
-
-@dataclass(frozen=True)
-class UpstreamRequest:
-    url: str
-    headers: dict[str, str] = field(repr=False)
-    body: bytes = field(repr=False)
-    secrets: tuple[str, ...] = field(default=(), repr=False)  # keys in the headers: scrubbed from any error text
+Event = TypeVar("Event")
+EventIn = TypeVar("EventIn", contravariant=True)
 
 
-MIN_FRAGMENT = 8  # a key's piece this long, left at a cut, is still worth something to whoever reads it
+class UpstreamStats:
+    """What an upstream says about one call besides its answer, filled in by the adapter as it learns it, for the
+    call's record (never for the client). A caller that wants the figures passes one to `stream` or `complete`."""
+
+    __slots__ = ("latency_ms",)
+
+    def __init__(self) -> None:
+        # The upstream's own latency figure (Bedrock's metrics.latencyMs), None when it gives none.
+        self.latency_ms: int | float | None = None
 
 
-def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """An upstream's error text without the keys we sent it (some hosts echo the Authorization header)."""
-    for secret in secrets:
-        if secret and len(secret) >= 6 and secret in text:
-            text = text.replace(secret, "[redacted]")
-    return text
+class Adapter(Protocol):
+    """One provider family's way of making a call. `body` is the client's request, already checked by
+    `switchboard.formats.chat_completions`; `route` says where it goes (base URL, model, key).
 
+    Releasing resources: the iterator `stream` returns owns the upstream response from its first step on,
+    and gives it back (the connection pooled when the body was read to its end, else closed) when it is
+    exhausted, when it raises, or when it is closed with `aclose()`. A caller that stops reading early must
+    therefore `aclose()` it, in a `finally`:
 
-def scrub_bytes(raw: bytes, secrets: Iterable[str | None], *, cut: bool = False) -> bytes:
-    """`raw` as the upstream sent it, minus every key, before anything parses, cuts or wraps it. With `cut`
-    (the read stopped at a cap), a key's first characters left at the end are removed too."""
-    encoded = [secret.encode() for secret in secrets if secret and len(secret) >= 6]
-    for secret in encoded:
-        if secret in raw:
-            raw = raw.replace(secret, b"[redacted]")
-    return _trim_fragment(raw, encoded) if cut else raw
-
-
-def clip(text: str, limit: int, secrets: Iterable[str | None]) -> str:
-    """`text` scrubbed, then cut to `limit` characters without leaving a key's first characters at the cut."""
-    text = scrub(text, secrets)
-    if len(text) <= limit:
-        return text
-    return _trim_fragment(text[:limit], [s for s in secrets if s and len(s) >= 6])
-
-
-def _trim_fragment(text, secrets: list):  # str with str secrets, bytes with bytes secrets
-    """Drop a tail of `text` that is the start (MIN_FRAGMENT characters or more) of a secret."""
-    for secret in secrets:
-        for size in range(min(len(secret) - 1, len(text)), MIN_FRAGMENT - 1, -1):
-            if text.endswith(secret[:size]):
-                text = text[:-size]
-                break
-    return text
-
-
-async def post(client: UpstreamClient, url: str, headers: dict[str, str], body: bytes,
-               provider: str) -> UpstreamResponse:
-    """POST and return the response whatever its status; a failure of the hop itself raises UpstreamError."""
-    try:
-        return await client.post(url, headers, body)
-    except transport.Timeout:
-        raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except transport.ConnectFailed as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' is unreachable ({exc}).",
-                            kind="connect_error") from None
-    except transport.TransportError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' sent a broken response ({exc}).",
-                            kind="protocol_error") from None
-
-
-async def send(client: UpstreamClient, request: UpstreamRequest, provider: str) -> UpstreamResponse:
-    """Send and return a streaming response with a 2xx status, or raise UpstreamError."""
-    response = await post(client, request.url, request.headers, request.body, provider)
-    if response.status >= 300:
+        batches = adapter.stream(client, route, body)
         try:
-            raw = await response.read(transport.MAX_ERROR_BODY)
-        except transport.TransportError:
-            raw = b""
+            async for batch in batches:
+                ...
         finally:
-            response.close()
-        raw = scrub_bytes(raw, request.secrets, cut=len(raw) >= transport.MAX_ERROR_BODY)
-        raise error_from_status(response.status, raw, provider, response.headers.get("retry-after"),
-                                request.secrets)
-    return response
+            await batches.aclose()
 
-
-async def read_body(response: UpstreamResponse, provider: str, limit: int) -> bytes:
-    """The whole (non-streamed) body, at most `limit` bytes; the response is closed either way."""
-    try:
-        raw = await response.read(limit + 1)
-    except transport.Timeout:
-        raise UpstreamError(504, f"Upstream provider '{provider}' timed out.", kind="timeout") from None
-    except transport.TransportError as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' broke the response ({exc}).",
-                            kind="stream_error") from None
-    finally:
-        response.close()
-    if len(raw) > limit:
-        raise UpstreamError(502, f"Upstream provider '{provider}' answered with more than {limit} bytes.",
-                            kind="stream_error")
-    return raw
-
-
-def error_from_status(status: int, raw: bytes, provider: str, retry_after: str | None = None,
-                      secrets: Iterable[str | None] = ()) -> UpstreamError:
-    """`raw` has had the keys scrubbed already (`scrub_bytes`); the message is scrubbed again once decoded
-    (a JSON escape can hide a key from the byte scan) and cut without leaving a key's first characters."""
-    message = upstream_message(raw, secrets) or f"HTTP {status}"
-    text = f"Upstream provider '{provider}' returned {status}: {message}"
-    if status < 400:  # redirects are never followed: they could point anywhere, the metadata address included
-        return UpstreamError(502, text + " (redirect not followed)", kind="redirect_refused", upstream_status=status)
-    if 400 <= status < 500:
-        return UpstreamError(status, text, kind="http_error", upstream_status=status, retry_after=retry_after)
-    return UpstreamError(502, text, kind="http_error", upstream_status=status, retry_after=retry_after)
-
-
-def upstream_message(raw: bytes, secrets: Iterable[str | None] = ()) -> str:
-    """The human message in an upstream error body (OpenAI and Anthropic shapes), scrubbed and size-capped."""
-    secrets = tuple(secrets)
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, RecursionError):
-        return clip(raw[:600].decode("utf-8", "replace"), 300, secrets).strip()
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        return clip(str(error.get("message") or error.get("type") or ""), 1000, secrets)
-    if isinstance(error, str):
-        return clip(error, 1000, secrets)
-    if isinstance(parsed, dict) and parsed.get("message"):
-        return clip(str(parsed["message"]), 1000, secrets)
-    return ""
-
-
-def declared_status(parsed: dict, error: object) -> int | None:
-    """The HTTP status an in-stream error event declares for itself, if any (a 4xx is the caller's fault)."""
-    for holder in (error, parsed):
-        if isinstance(holder, dict):
-            for name in ("status", "status_code", "code"):
-                value = holder.get(name)
-                if isinstance(value, str) and value.isdigit():
-                    value = int(value)
-                if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
-                    return value
-    if isinstance(error, dict) and error.get("type") == "invalid_request_error":
-        return 400
-    return None
-
-
-def in_stream_error(provider: str, raw: bytes, secrets: Iterable[str | None],
-                    status: int | None = None) -> UpstreamError:
-    """An error event inside a 200 stream, from its raw bytes (scrubbed before they are parsed): its declared
-    4xx is passed on (and not retried), else a 502. `status` is what the event's type means, when the caller
-    knows (Anthropic's error types). The upstream's usage, if the event carries it, rides along."""
-    secrets = tuple(secrets)
-    try:
-        parsed = json.loads(scrub_bytes(raw, secrets))
-    except (ValueError, RecursionError):
-        parsed = None
-    parsed = parsed if isinstance(parsed, dict) else {}
-    error = parsed.get("error")
-    message = f"Upstream provider '{provider}' failed mid-stream: {clip(error_text(error, None), 1000, secrets)}"
-    if status is None:
-        status = declared_status(parsed, error)
-    if status is not None and status < 500:
-        failure = UpstreamError(status, message, kind="http_error", upstream_status=status)
-    else:
-        failure = UpstreamError(502, message, kind="stream_error", upstream_status=status)
-    usage = parsed.get("usage")
-    failure.usage = usage if isinstance(usage, dict) else None
-    return failure
-
-
-# --- shapes every translating adapter (Anthropic, Bedrock) shares --------------------------------------------
-
-
-def tool_arguments(arguments: object) -> dict:
-    """An OpenAI tool call's `arguments` (a JSON string) as the object providers with native tool input want."""
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        parsed = json.loads(arguments) if isinstance(arguments, str) else None
-    except (ValueError, RecursionError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def broken_read(provider: str, exc: transport.TransportError) -> UpstreamError:
-    """A streamed body that stopped (read timeout) or broke (framing, a cut connection) part way."""
-    if isinstance(exc, transport.Timeout):
-        return UpstreamError(504, f"Upstream provider '{provider}' stopped sending (read timeout).", kind="timeout")
-    return UpstreamError(502, f"Upstream provider '{provider}' broke the stream ({exc}).", kind="stream_error")
-
-
-def as_dict(value: object) -> dict:
-    """A field of an upstream event that should be an object; anything else reads as empty."""
-    return value if isinstance(value, dict) else {}
-
-
-def error_text(error: object, limit: int | None = 1000) -> str:
-    """An error object's message; cut to `limit` characters (None: whole, for a caller that scrubs and cuts)."""
-    if isinstance(error, dict):
-        text = str(error.get("message") or error.get("type") or "error")
-    else:
-        text = str(error or "error")
-    return text if limit is None else text[:limit]
-
-
-async def read_events(response: UpstreamResponse, provider: str, is_last: Callable[[bytes, bytes], bool] | None = None
-                      ) -> AsyncIterator[list[tuple[bytes, bytes]]]:
-    """SSE events as the socket delivers them, a list per read; a broken or truncated stream raises UpstreamError.
-
-    Keeping a read's events together lets the relay answer them with one write: an upstream that
-    bursts twenty tokens costs one send, not twenty.
-
-    After the event `is_last` recognises, the rest of the body (normally just the end of the chunked
-    encoding) is read so that the connection goes back to its pool: closing a response early drops
-    the connection, and the next call would pay for a new one, a TLS handshake included.
+    `complete` holds nothing once it returns or raises. No method keeps anything of the call afterwards but
+    what it wrote into `stats`.
     """
-    decoder = SSEDecoder()
-    feed, readany = decoder.feed, response.readany
+
+    def stream(self, client: UpstreamClient, route: Route, body: dict,
+               stats: UpstreamStats | None = None) -> AsyncGenerator[Batch, None]:
+        """The answer as batches of OpenAI chunks, one non-empty batch per upstream read, each chunk a
+        `(json_bytes, parsed_dict)` pair. Raises UpstreamError before the first batch when the upstream
+        refuses or cannot be reached, and mid-stream when the stream breaks (GatewayError, before any
+        traffic, for a request this family can never send)."""
+        ...
+
+    async def complete(self, client: UpstreamClient, route: Route, body: dict,
+                       stats: UpstreamStats | None = None) -> dict:
+        """The answer as one `chat.completion` dict; the same errors as `stream`."""
+        ...
+
+    def usable(self, route: Route | None = None) -> str | None:
+        """Why a call to `route` (or, without one, any call of this family) cannot be made from this process,
+        or None when nothing is known against it. Cheap and never blocking: it says what is known already
+        (Bedrock: whether the AWS credential chain has been resolved), it never goes looking."""
+        ...
+
+    def warm(self) -> None:
+        """Load now what the first call would otherwise wait for (Bedrock: its credentials). Blocking: call it
+        off the event loop, after start-up. Failing quietly is fine: the call itself reports properly."""
+        ...
+
+
+class StreamTransform(Protocol[EventIn]):
+    """One call's upstream events -> OpenAI chunks, an event at a time, no I/O (what `stream_batches` drives)."""
+
+    @property
+    def whole(self) -> bool:
+        """The answer is complete: a stream that ends now has lost nothing."""
+        ...
+
+    @property
+    def over(self) -> bool:
+        """Nothing more is to come: the rest of the body is only its framing."""
+        ...
+
+    def chunks(self, event: EventIn) -> Batch:
+        """The chunks `event` produces (often none); UpstreamError for an error the upstream reports in-stream."""
+        ...
+
+
+class OpenedStream(NamedTuple, Generic[Event]):
+    """An upstream stream as an adapter opened it: the 2xx response, its reads, and the call's transform."""
+
+    response: UpstreamResponse
+    reads: AsyncGenerator[list[Event], None]
+    transform: StreamTransform[Event]
+
+
+async def stream_batches(open_stream: Callable[[], Awaitable[OpenedStream[Event]]], provider: str, last_event: str
+                         ) -> AsyncGenerator[Batch, None]:
+    """The loop every adapter's `stream` is. `open_stream` sends the request (raising UpstreamError when the
+    upstream refuses, before the first batch); then each of the upstream's reads, a list of events, is turned
+    by the transform into one of the relay's batches. The adapter returns this generator itself, so no layer is
+    added between the socket and the relay; per event it costs one call to `transform.chunks`.
+
+      * One batch per read, never empty: a burst of twenty tokens costs the relay one write, not twenty.
+      * The first visible chunk goes out before the rest of its read is translated.
+      * A failure mid-read: what came before it in the read still reaches the client first, then it raises.
+      * Once `transform.over`, the rest of the body (normally the chunked terminator) is read, so that the
+        connection goes back to its pool: closing early drops it, and the next call would pay for a new one,
+        a TLS handshake included.
+      * A stream that closes before `transform.whole` is an UpstreamError naming `last_event`.
+
+    The response and its reads are closed however the loop ends.
+    """
+    response, reads, transform = await open_stream()
+    chunks = transform.chunks
+    visible = False  # the first visible chunk has gone out
     try:
-        while data := await readany():
-            events = feed(data)
-            if not events:
-                continue
-            yield events
-            if is_last is not None and is_last(*events[-1]):
+        async for events in reads:
+            batch: Batch = []
+            try:
+                for index, event in enumerate(events):
+                    produced = chunks(event)
+                    if produced:
+                        batch += produced
+                        if not visible and any(is_visible(parsed) for _raw, parsed in produced):
+                            visible = True
+                            if index + 1 < len(events):
+                                yield batch
+                                batch = []
+            except UpstreamError:
+                if batch:  # what came before a failure in the same read still reaches the client first
+                    yield batch
+                raise
+            if batch:
+                yield batch
+            if transform.over:
                 await response.drain()
                 return
-    except transport.READ_ERRORS as exc:
-        raise broken_read(provider, transport.read_error(exc)) from None
-    except EventTooLarge as exc:
-        raise UpstreamError(502, f"Upstream provider '{provider}' sent {exc}.", kind="stream_error") from None
-    if decoder.pending:
-        raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream mid-event.",
+    finally:
+        await reads.aclose()  # now, not by the loop's finalizer hook (a wake-up per call)
+        response.close()
+    if not transform.whole:
+        raise UpstreamError(502, f"Upstream provider '{provider}' ended the stream before {last_event}.",
                             kind="stream_error")

@@ -2,21 +2,64 @@
 
 Provider quirks live here, keyed by provider name, not in the relay: Groq's usage under `x_groq`, error
 events inside a 200 stream, and chunks whose shape is not the one OpenAI documents (refused as upstream
-errors before anything downstream can trip over them).
+errors before anything downstream can trip over them). No config of its own: a host differs from another
+only in base URL and key, which the registry and the route carry.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Mapping
 
-from switchboard.config.settings import Settings
-from switchboard.providers.base import UpstreamRequest, in_stream_error, read_body, read_events, send
-from switchboard.providers.transport import UpstreamClient
-from switchboard.wire.chat import Batch, Route, UpstreamError, is_visible
+from switchboard.providers.base import Adapter, OpenedStream, UpstreamStats, stream_batches
+from switchboard.providers.errors import in_stream_error
+from switchboard.providers.transport.client import UpstreamClient
+from switchboard.providers.upstream import SseEvent, UpstreamRequest, read_events, read_json, send
+from switchboard.wire.chat import Batch, Route, UpstreamError
 from switchboard.wire.json import dumps
 
 MAX_COMPLETION_BYTES = 16 * 1024 * 1024
+
+
+class OpenAICompatAdapter:
+    def stream(self, client: UpstreamClient, route: Route, body: dict,
+               stats: UpstreamStats | None = None) -> AsyncGenerator[Batch, None]:
+        async def open_stream() -> OpenedStream[SseEvent]:
+            request = _request(route, body, stream=True)
+            response = await send(client, request, route.provider)
+            return OpenedStream(response, read_events(response, route.provider),
+                                PassThrough(route.provider, request.secrets))
+
+        return stream_batches(open_stream, route.provider, "finishing")
+
+    async def complete(self, client: UpstreamClient, route: Route, body: dict,
+                       stats: UpstreamStats | None = None) -> dict:
+        response = await send(client, _request(route, body, stream=False), route.provider)
+        parsed = await read_json(response, route.provider, MAX_COMPLETION_BYTES)
+        problem = completion_problem(parsed) if isinstance(parsed, dict) else "not a JSON object"
+        if problem or not isinstance(parsed, dict):
+            raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
+                                f"a chat completion ({problem}).", kind="http_error")
+        return parsed
+
+    def usable(self, route: Route | None = None) -> str | None:
+        # A key, where the host wants one, is all it needs, and the router checks that.
+        return None
+
+    def warm(self) -> None:
+        pass  # nothing to load: the first call pays for nothing the warm-up could have
+
+
+ADAPTER: Adapter = OpenAICompatAdapter()
+
+
+def read_config(env: Mapping[str, str]) -> None:
+    """The family has no config of its own (the registry's contract for every family)."""
+    return None
+
+
+def create(config: None = None) -> Adapter:
+    return ADAPTER
 
 
 def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
@@ -41,45 +84,34 @@ def _request(route: Route, body: dict, stream: bool) -> UpstreamRequest:
     return UpstreamRequest(f"{route.base_url}/chat/completions", headers, dumps(payload), (route.api_key or "",))
 
 
-async def stream(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> AsyncIterator[Batch]:
-    request = _request(route, body, stream=True)
-    response = await send(client, request, route.provider)
-    finished = False  # a finish_reason was seen
-    done = False
-    visible = False  # the first visible token has gone out
-    try:
-        async for events in read_events(response, route.provider, _is_done):
-            batch: Batch = []
-            failure = None
-            for index, (_event, data) in enumerate(events):
-                if data == b"[DONE]":
-                    done = True
-                    continue
-                try:
-                    data, parsed = _parse(data, route.provider, request.secrets)
-                except UpstreamError as error:
-                    failure = error
-                    break
-                if parsed is None:
-                    continue
-                if not finished:
-                    choices = parsed.get("choices")
-                    finished = bool(choices and choices[0].get("finish_reason"))
-                batch.append((data, parsed))
-                if not visible and is_visible(parsed):
-                    visible = True
-                    if index + 1 < len(events):  # the first token goes out before the rest of the read is parsed
-                        yield batch
-                        batch = []
-            if batch:  # what came before a failure in the same read still reaches the client first
-                yield batch
-            if failure is not None:
-                raise failure
-    finally:
-        response.close()
-    if not (finished or done):  # closed cleanly, but before the answer was complete
-        raise UpstreamError(502, f"Upstream provider '{route.provider}' ended the stream before finishing.",
-                            kind="stream_error")
+class PassThrough:
+    """An OpenAI-compatible stream's events, checked and passed on byte for byte (rewritten only where a host
+    strays from the shape OpenAI's clients parse). The answer is whole at a finish_reason or at [DONE]."""
+
+    __slots__ = ("provider", "secrets", "finished", "over")
+
+    def __init__(self, provider: str, secrets: tuple[str, ...]) -> None:
+        self.provider = provider
+        self.secrets = secrets
+        self.finished = False  # a finish_reason was seen
+        self.over = False  # [DONE] was seen
+
+    @property
+    def whole(self) -> bool:
+        return self.finished or self.over
+
+    def chunks(self, event: SseEvent) -> Batch:
+        data = event[1]
+        if data == b"[DONE]":
+            self.over = True
+            return []
+        data, parsed = _parse(data, self.provider, self.secrets)
+        if parsed is None:
+            return []
+        if not self.finished:
+            choices = parsed.get("choices")
+            self.finished = bool(choices and choices[0].get("finish_reason"))
+        return [(data, parsed)]
 
 
 def _parse(data: bytes, provider: str, secrets: tuple[str, ...]) -> tuple[bytes, dict | None]:
@@ -183,21 +215,6 @@ def _delta_problem(delta: dict) -> str | None:
     return None
 
 
-async def complete(client: UpstreamClient, route: Route, body: dict, settings: Settings) -> dict:
-    request = _request(route, body, stream=False)
-    response = await send(client, request, route.provider)
-    raw = await read_body(response, route.provider, MAX_COMPLETION_BYTES)
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, RecursionError):
-        parsed = None
-    problem = completion_problem(parsed) if isinstance(parsed, dict) else "not a JSON object"
-    if problem:
-        raise UpstreamError(502, f"Upstream provider '{route.provider}' answered with something that is not "
-                            f"a chat completion ({problem}).", kind="http_error")
-    return parsed
-
-
 def completion_problem(completion: dict) -> str | None:
     """What is wrong with a chat.completion's shape, or None: the checks `chunk_problem` makes of a chunk."""
     usage = completion.get("usage")
@@ -219,7 +236,3 @@ def completion_problem(completion: dict) -> str | None:
         if problem:
             return problem
     return None
-
-
-def _is_done(_name: bytes, data: bytes) -> bool:
-    return data == b"[DONE]"

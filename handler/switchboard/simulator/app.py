@@ -8,13 +8,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from switchboard.providers.registry import PROVIDERS
 from switchboard.simulator.script import Script
 
 if TYPE_CHECKING:
     from switchboard.simulator.bedrock_api import AwsKey, KeyLookup
 
 Send = Callable[[dict], Awaitable[None]]
-MODELS = ("echo", "tools", "slow")
+MODELS = PROVIDERS["simulator"].listed_models
 # Bedrock's Converse paths, matched on the raw path: the model id is URL-encoded and may hold "%2F".
 BEDROCK_PATH = re.compile(rb"/model/([^/]+)/(converse|converse-stream)")
 
@@ -76,10 +77,9 @@ class SimulatorApp:
                 headers["location"] = "http://169.254.169.254/latest/meta-data/"
             await json_response(send, int(script.fail_status), payload, headers)
             return
-        if path.endswith("/messages"):
-            from switchboard.simulator import anthropic_api as api
-        else:
-            from switchboard.simulator import openai_api as api
+        from switchboard.simulator import anthropic_api, openai_api
+
+        api = anthropic_api if path.endswith("/messages") else openai_api
         await api.respond(body, script, send)
 
     def _note(self, scope: dict, body: dict) -> None:

@@ -8,6 +8,7 @@ the request body (the gateway forwards unknown fields untouched), for example wi
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 LABEL = "(simulated)"
 _WORDS = (
@@ -39,7 +40,7 @@ class Script:
         """This script with the recognised, well-typed entries of `overrides` applied; the rest ignored."""
         if not isinstance(overrides, dict):
             return self
-        changes = {}
+        changes: dict[str, Any] = {}
         for item in fields(self):
             value = overrides.get(item.name)
             if value is None or isinstance(value, dict | list):

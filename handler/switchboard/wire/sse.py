@@ -46,6 +46,7 @@ class SSEDecoder:
             if chunk.endswith(b"\r"):
                 chunk, self._held_cr = chunk[:-1], True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        data: bytes | bytearray
         if self._buffer:
             self._buffer += chunk
             data, search_from = self._buffer, max(self._scanned - 1, 0)

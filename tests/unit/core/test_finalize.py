@@ -10,10 +10,11 @@ import pytest
 
 from switchboard import aws
 from switchboard.config.settings import Settings
+from switchboard.core.finalize import Finalizer
 from switchboard.ledger.pricing import PriceCatalog, catalog
 from switchboard.ledger.record import CallClock, CallRecord
-from switchboard.ledger.recorder import FALLBACK_MESSAGE, Recorder
 from switchboard.ledger.store import CallStore
+from switchboard.ledger.writer import FALLBACK_MESSAGE, LedgerWriter
 from tests.conftest import LOGS
 
 ABSURD = 10**400  # an upstream's usage block can hold any JSON integer
@@ -48,7 +49,7 @@ def absurd_record(**fields) -> CallRecord:
 def test_absurd_token_counts_are_dropped_and_the_record_is_stored(store):
     releases = Releases()
     record = absurd_record()
-    asyncio.run(Recorder(store, catalog(), write_budget_s=5, release=releases)(record, CallClock()))
+    asyncio.run(Finalizer(LedgerWriter(store, 5), catalog(), release=releases)(record, CallClock()))
 
     item = store.call(record.request_id)
     assert item is not None, "no call item in the table"
@@ -63,7 +64,7 @@ def test_absurd_token_counts_are_dropped_and_the_record_is_stored(store):
 def test_absurd_token_counts_without_a_table_still_log_the_record_and_release(store):
     releases = Releases()
     record = absurd_record()
-    asyncio.run(Recorder(None, catalog(), release=releases)(record, CallClock()))
+    asyncio.run(Finalizer(LedgerWriter(None), catalog(), release=releases)(record, CallClock()))
     assert [line for line in LOGS.records_with("call record") if record.request_id in line]
     assert releases.released == [record.request_id]
 
@@ -71,7 +72,7 @@ def test_absurd_token_counts_without_a_table_still_log_the_record_and_release(st
 def test_a_number_dynamodb_cannot_hold_costs_that_field_not_the_item(store):
     record = CallRecord(task_id="robust-" + uuid.uuid4().hex[:8], provider="openai", model="gpt-4.1-mini",
                         outcome="stop", attempts=[{"provider": "openai", "status": 10**39}])
-    asyncio.run(Recorder(store, catalog(), write_budget_s=5)(record, CallClock()))
+    asyncio.run(Finalizer(LedgerWriter(store, 5), catalog())(record, CallClock()))
     item = store.call(record.request_id)
     assert item is not None, "the whole item was lost to one 39-digit number"
     assert item["attempts"] == [{"provider": "openai", "status": None}]
@@ -92,8 +93,8 @@ def test_a_failing_price_or_observer_still_records_and_releases(store, with_tabl
     seen: list[CallRecord] = []
     record = CallRecord(task_id="robust-" + uuid.uuid4().hex[:8], provider="openai", model="gpt-4.1-mini",
                         prompt_tokens=10, completion_tokens=5)
-    recorder = Recorder(store if with_table else None, BrokenPrices({}), write_budget_s=5,
-                        observers=[broken_observer, seen.append], release=releases)
+    recorder = Finalizer(LedgerWriter(store if with_table else None, 5), BrokenPrices({}),
+                         observers=[broken_observer, seen.append], release=releases)
     asyncio.run(recorder(record, CallClock()))
     assert seen == [record], "one failing observer kept the others from seeing the record"
     assert releases.released == [record.request_id]
@@ -109,7 +110,7 @@ def test_the_slot_is_released_even_when_the_call_is_cancelled_mid_write(store, m
     monkeypatch.setattr(store, "_put_call", lambda record: __import__("time").sleep(0.5))
 
     async def cancel_mid_write() -> None:
-        task = asyncio.ensure_future(Recorder(store, catalog(), write_budget_s=2, release=releases)(
+        task = asyncio.ensure_future(Finalizer(LedgerWriter(store, 2), catalog(), release=releases)(
             record, CallClock()))
         await asyncio.sleep(0.05)
         task.cancel()
@@ -125,6 +126,6 @@ def test_the_fallback_log_line_is_written_when_the_table_is_missing(local_aws):
     missing = CallStore(aws.client("dynamodb", settings), "no-such-table-" + uuid.uuid4().hex[:6])
     releases = Releases()
     record = absurd_record()
-    asyncio.run(Recorder(missing, catalog(), write_budget_s=5, release=releases)(record, CallClock()))
+    asyncio.run(Finalizer(LedgerWriter(missing, 5), catalog(), release=releases)(record, CallClock()))
     assert [line for line in LOGS.records_with(FALLBACK_MESSAGE) if record.request_id in line]
     assert releases.released == [record.request_id]

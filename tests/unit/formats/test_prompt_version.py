@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from switchboard.formats.chat_completions import chat_request, prompt_version
-from switchboard.formats.responses.translate import chat_body_from_responses
+from switchboard.formats.responses.request import chat_body_from_responses
 
 SYSTEM = "You are the support line of Acme Energy. Answer in one short sentence."
 TOOL = {"type": "function", "function": {

@@ -13,12 +13,9 @@ from hypothesis import strategies as st
 from openai.types.responses import Response, ResponseStreamEvent
 
 from switchboard.formats.chat_completions import chat_request
-from switchboard.formats.responses.translate import (
-    ResponsesStream,
-    chat_body_from_responses,
-    response_from_completion,
-    responses_usage,
-)
+from switchboard.formats.responses.objects import response_from_completion, responses_usage
+from switchboard.formats.responses.request import chat_body_from_responses
+from switchboard.formats.responses.stream import ResponsesStream
 from switchboard.wire.errors import GatewayError
 
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)

@@ -19,7 +19,8 @@ from switchboard import aws
 from switchboard.config.settings import Settings
 from switchboard.keys import secrets as secrets_module
 from switchboard.keys.auth import KeyStore, env_keys
-from switchboard.keys.secrets import CachedSecret, Secrets, SecretsAdmin
+from switchboard.keys.secrets import CachedSecret, Secrets
+from switchboard.ops.secrets_admin import SecretsAdmin
 from switchboard.wire.errors import GatewayError
 from tests.conftest import ADMIN_KEY, EXTRA_SECRETS, GATEWAY_KEY, LOGS
 

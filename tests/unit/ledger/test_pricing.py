@@ -14,11 +14,12 @@ import pytest
 
 from switchboard import aws
 from switchboard.config.settings import Settings
+from switchboard.core.finalize import Finalizer
 from switchboard.ledger.pricing import Price, PriceCatalog, catalog
 from switchboard.ledger.record import CallClock, CallRecord
-from switchboard.ledger.recorder import Recorder
 from switchboard.ledger.store import CallStore
 from switchboard.ledger.usage import report
+from switchboard.ledger.writer import LedgerWriter
 from tests.conftest import ADMIN_KEY, GATEWAY_KEY
 
 NEW_FIELDS = ("total_tokens", "cache_write_tokens", "reasoning_tokens", "first_chunk_ms", "api",
@@ -27,7 +28,7 @@ NEW_FIELDS = ("total_tokens", "cache_write_tokens", "reasoning_tokens", "first_c
 
 def recorded(record: CallRecord, prices: PriceCatalog | None = None, clock: CallClock | None = None) -> CallRecord:
     """The record as the recorder finishes it (no table: it goes to the log)."""
-    asyncio.run(Recorder(None, prices or catalog())(record, clock or CallClock()))
+    asyncio.run(Finalizer(LedgerWriter(None), prices or catalog())(record, clock or CallClock()))
     return record
 
 
@@ -95,7 +96,7 @@ def test_the_new_fields_are_stored_and_counted_in_the_rollups(store):
     record.upstream_latency_ms = 312.5
     clock = CallClock()
     clock.first_chunk = clock.first_token = clock.start + 0.05
-    asyncio.run(Recorder(store, catalog(), write_budget_s=5)(record, clock))
+    asyncio.run(Finalizer(LedgerWriter(store, 5), catalog())(record, clock))
 
     item = store.call(record.request_id)
     assert {name: item.get(name) for name in NEW_FIELDS} == {

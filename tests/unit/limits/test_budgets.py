@@ -14,26 +14,19 @@ from types import SimpleNamespace
 import pytest
 
 from switchboard import aws
+from switchboard.config.budget import is_soft_percent, is_usd_limit
+from switchboard.config.routing import routing_config
 from switchboard.config.settings import Settings, SettingsError
-from switchboard.core.plan import routing_config
+from switchboard.core.admission import task_budgets
 from switchboard.core.runtime import build_gateway
-from switchboard.keys.secrets import SecretsAdmin, parse_gateway_keys
-from switchboard.limits.budgets import (
-    UNDER,
-    Budget,
-    BudgetTracker,
-    MemoryCounters,
-    Scope,
-    TableCounters,
-    Verdict,
-    budget_lines,
-    configured_scopes,
-    decide,
-    periods,
-    report,
-    usd,
-)
-from switchboard.ops.cli import admin as admin_cli
+from switchboard.keys.records import parse_gateway_keys
+from switchboard.limits.budgets.counters import MemoryCounters, TableCounters
+from switchboard.limits.budgets.model import Budget, Scope, budget_lines, parse_budget, periods, usd
+from switchboard.limits.budgets.report import configured_scopes, report
+from switchboard.limits.budgets.tracker import UNDER, BudgetTracker, Verdict, decide
+from switchboard.ops.cli.budgets import INCOMPLETE_NOTE
+from switchboard.ops.cli.main import register
+from switchboard.ops.secrets_admin import SecretsAdmin
 from tests.conftest import EXTRA_SECRETS, LOGS
 
 NOON = datetime(2026, 12, 1, 12, tzinfo=UTC).timestamp()
@@ -51,13 +44,20 @@ def record(cost: float | None, status: int = 200, request_id: str = "req_1", com
 # -- configuration ------------------------------------------------------------------------------------
 
 
-def test_a_task_budget_is_read_from_the_routing_config():
-    config = routing_config(json.dumps({"tasks": {"support-line": {"fallbacks": ["openai/gpt-4.1-mini"], "budget": {
-        "daily_usd": 5, "monthly_usd": 100, "soft_percent": 80,
-        "on_exceeded": {"model": "groq/llama-3.1-8b-instant"}}}, "plain": {"first_token_timeout_ms": 900}}}))
+def task_budgets_in(routing: dict) -> dict[str, Budget]:
+    """The task budgets a gateway reads from this SWITCHBOARD_ROUTING value at start-up (every model priced)."""
+    return task_budgets(Settings.from_env({"SWITCHBOARD_ROUTING": json.dumps(routing),
+                                           "SWITCHBOARD_DEFAULT_PRICE": "1,2"}))
 
-    assert config.budgets == {"support-line": Budget(5.0, 100.0, 80.0, "groq/llama-3.1-8b-instant")}
-    assert config.tasks["support-line"]["fallbacks"] == ["openai/gpt-4.1-mini"]  # the rest of the entry stays
+
+def test_a_task_budget_is_read_from_the_routing_config():
+    routing = {"tasks": {"support-line": {"fallbacks": ["openai/gpt-4.1-mini"], "budget": {
+        "daily_usd": 5, "monthly_usd": 100, "soft_percent": 80,
+        "on_exceeded": {"model": "groq/llama-3.1-8b-instant"}}}, "plain": {"first_token_timeout_ms": 900}}}
+    config = routing_config(json.dumps(routing))
+
+    assert task_budgets_in(routing) == {"support-line": Budget(5.0, 100.0, 80.0, "groq/llama-3.1-8b-instant")}
+    assert config.tasks["support-line"].fallbacks == ("openai/gpt-4.1-mini",)  # the rest of the entry stays
 
 
 @pytest.mark.parametrize(("budget", "message"), [
@@ -74,17 +74,28 @@ def test_a_task_budget_is_read_from_the_routing_config():
 ])
 def test_a_bad_budget_is_a_settings_error_naming_the_field(budget, message):
     with pytest.raises(SettingsError) as error:
-        routing_config(json.dumps({"tasks": {"t": {"budget": budget}}}))
+        task_budgets_in({"tasks": {"t": {"budget": budget}}})
 
     assert str(error.value).startswith("SWITCHBOARD_ROUTING: ")
     assert message in str(error.value)
 
 
-def test_a_gateway_with_a_bad_budget_does_not_start():
-    settings = Settings.from_env({"SWITCHBOARD_ROUTING": json.dumps({"tasks": {"t": {"budget": {"daily": 5}}}})})
+def test_a_budget_reads_back_the_shape_it_is_stored_in():
+    stored = {"daily_usd": 5.0, "soft_percent": 80.0, "on_exceeded": {"model": "groq/llama-3.1-8b-instant"}}
 
-    with pytest.raises(SettingsError, match="unknown field"):
-        build_gateway(settings)
+    budget = parse_budget(stored, "budget")
+
+    assert budget == Budget(daily_usd=5.0, soft_percent=80.0, downgrade_model="groq/llama-3.1-8b-instant")
+    assert budget.config().to_json() == stored
+    assert Budget(monthly_usd=3).config().to_json() == {"monthly_usd": 3.0, "on_exceeded": "refuse"}
+    assert [is_usd_limit(v) for v in (0.01, 0, -1, 1e12, float("nan"), True)] == [True] + [False] * 5
+    assert [is_soft_percent(v) for v in (50, 0, 100)] == [True, False, False]
+
+
+def test_a_gateway_with_a_bad_budget_does_not_start():
+    with pytest.raises(SettingsError, match="unknown field"):  # the settings are refused as they are read
+        routing = json.dumps({"tasks": {"t": {"budget": {"daily": 5}}}})
+        build_gateway(Settings.from_env({"SWITCHBOARD_ROUTING": routing}))
 
 
 # -- periods and verdicts -------------------------------------------------------------------------------
@@ -278,7 +289,7 @@ def aws_env(local_aws, monkeypatch) -> dict[str, str]:
 
 def run(capsys, argv: list[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="switchboard")
-    admin_cli.register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     capsys.readouterr()
     args = parser.parse_args(argv)
     code = args.handler(args)
@@ -361,7 +372,7 @@ def test_budgets_command_shows_task_and_key_budgets(aws_env, capsys, monkeypatch
     assert rows[name]["period"] == "month" and rows[name]["limit_usd"] == 300
     task_row = next(row for row in table.splitlines() if task in row).split()
     assert task_row[:3] == ["task", task, "day"] and task_row[4:8] == ["5.000000", "5.020000*", "0.000000", "exceeded"]
-    assert admin_cli.INCOMPLETE_NOTE in table
+    assert INCOMPLETE_NOTE in table
 
 
 def test_budgets_command_without_budgets_says_how_to_set_one(aws_env, capsys, monkeypatch):

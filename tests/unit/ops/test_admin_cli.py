@@ -20,7 +20,8 @@ import pytest
 
 from switchboard.ledger.record import CallRecord
 from switchboard.ledger.store import CallStore
-from switchboard.ops.cli import admin as admin_cli
+from switchboard.ops.cli.main import register
+from switchboard.ops.cli.target import LOCAL_CREDENTIALS, NO_LOCAL_STACK, AdminError, names_from_stack, resolve_target
 from switchboard.ops.local_stack import LocalStack, LocalStackInfo
 from tests.conftest import EXTRA_SECRETS
 
@@ -53,7 +54,7 @@ def no_configured_target(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="switchboard")
-    admin_cli.register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     capsys.readouterr()
     args = parser.parse_args(argv)
     code = args.handler(args)
@@ -64,7 +65,7 @@ def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, 
 
 
 def client(info: LocalStackInfo, service: str):
-    return boto3.client(service, endpoint_url=info.endpoint, **admin_cli.LOCAL_CREDENTIALS)
+    return boto3.client(service, endpoint_url=info.endpoint, **LOCAL_CREDENTIALS)
 
 
 def secret_text(info: LocalStackInfo, name: str) -> str:
@@ -263,14 +264,14 @@ def test_without_a_local_stack_the_commands_say_how_to_start_one(tmp_path, monke
     code, out, err = run(capsys, ["keys", "list"])
 
     assert code == 1 and out == ""
-    assert err.strip() == "switchboard: " + admin_cli.NO_LOCAL_STACK
+    assert err.strip() == "switchboard: " + NO_LOCAL_STACK
 
 
 def test_the_environment_names_the_deployed_resources():
     env = {"SWITCHBOARD_TABLE": "prod-calls", "SWITCHBOARD_PROVIDER_KEYS_SECRET": "prod/provider-keys",
            "SWITCHBOARD_GATEWAY_KEYS_SECRET": "prod/gateway-keys"}
 
-    target = admin_cli.resolve_target(target_args(), env)
+    target = resolve_target(target_args(), env)
 
     assert (target.table, target.provider_keys_secret, target.gateway_keys_secret) == (
         "prod-calls", "prod/provider-keys", "prod/gateway-keys")
@@ -280,9 +281,9 @@ def test_the_environment_names_the_deployed_resources():
 def test_stack_outputs_fill_only_the_names_the_environment_lacks():
     outputs = {"CallsTableName": "stack-calls", "GatewayKeysSecretArn": "arn:stack-gateway-keys"}
 
-    assert admin_cli.names_from_stack(outputs, ["table"], "switchboard") == {"table": "stack-calls"}
-    with pytest.raises(admin_cli.AdminError, match="ProviderKeysSecretArn.*SWITCHBOARD_PROVIDER_KEYS_SECRET"):
-        admin_cli.names_from_stack(outputs, ["table", "provider_keys_secret"], "switchboard")
+    assert names_from_stack(outputs, ["table"], "switchboard") == {"table": "stack-calls"}
+    with pytest.raises(AdminError, match="ProviderKeysSecretArn.*SWITCHBOARD_PROVIDER_KEYS_SECRET"):
+        names_from_stack(outputs, ["table", "provider_keys_secret"], "switchboard")
 
 
 def test_environment_target_reaches_the_gateways_endpoint(stack, monkeypatch, capsys):

@@ -18,15 +18,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from switchboard.providers import transport
-from switchboard.providers.transport import (
-    HIGH_WATER,
-    CheckedResolver,
-    ConnectFailed,
-    ProtocolError,
-    Timeout,
-    UpstreamClient,
-)
+from switchboard.providers.transport.client import UpstreamClient
+from switchboard.providers.transport.connection import Connection
+from switchboard.providers.transport.errors import ConnectFailed, ProtocolError, Timeout
+from switchboard.providers.transport.resolver import MAX_CHECKED_HOSTS, CheckedResolver
+from switchboard.providers.transport.response import HIGH_WATER
+from switchboard.providers.transport.target import Target
 from tests.hostile_upstream import (
     LAST_CHUNK,
     HostileUpstream,
@@ -168,7 +165,7 @@ def test_the_request_goes_out_as_given_in_one_write_with_nodelay(upstream, monke
     server = upstream(answer_each(send(OK)))
     writes: list[bytes] = []
     sockets: list[socket.socket] = []
-    made = transport._Connection.connection_made
+    made = Connection.connection_made
 
     def spying(self, transport_) -> None:
         made(self, transport_)
@@ -181,7 +178,7 @@ def test_the_request_goes_out_as_given_in_one_write_with_nodelay(upstream, monke
 
         transport_.write = write
 
-    monkeypatch.setattr(transport._Connection, "connection_made", spying)
+    monkeypatch.setattr(Connection, "connection_made", spying)
     path = "/model/us.anthropic.claude-x%3A0/converse-stream?a=%2F&b=c%20d"
 
     async def scenario() -> None:
@@ -222,10 +219,10 @@ def test_a_host_header_the_caller_passes_wins(upstream):
 
 
 def test_the_default_port_is_left_out_of_the_host_header():
-    assert transport._Target("https://api.example.test/v1", False).host_header == "api.example.test"
-    assert transport._Target("https://api.example.test:443/v1", False).host_header == "api.example.test"
-    assert transport._Target("http://api.example.test:8080/v1", False).host_header == "api.example.test:8080"
-    assert transport._Target("http://[::1]:8080/v1", False).host_header == "[::1]:8080"
+    assert Target("https://api.example.test/v1", False).host_header == "api.example.test"
+    assert Target("https://api.example.test:443/v1", False).host_header == "api.example.test"
+    assert Target("http://api.example.test:8080/v1", False).host_header == "api.example.test:8080"
+    assert Target("http://[::1]:8080/v1", False).host_header == "[::1]:8080"
 
 
 def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(upstream):
@@ -464,12 +461,12 @@ def test_naming_a_host_for_checking_drops_connections_made_without_a_check(upstr
 
 def test_the_checked_hosts_forget_the_one_named_longest_ago_first():
     resolver = CheckedResolver(lambda host: None, lambda address: False)  # type: ignore[arg-type,return-value]
-    for number in range(transport.MAX_CHECKED_HOSTS):
+    for number in range(MAX_CHECKED_HOSTS):
         resolver.require_check(f"h{number}.example.test")
     resolver.require_check("h0.example.test")  # named again: now the newest
     resolver.require_check("new.example.test")
     assert "h0.example.test" in resolver.checked_hosts and "h1.example.test" not in resolver.checked_hosts
-    assert len(resolver.checked_hosts) == transport.MAX_CHECKED_HOSTS
+    assert len(resolver.checked_hosts) == MAX_CHECKED_HOSTS
     assert next(iter(resolver.checked_hosts)) == "h2.example.test"
 
 

@@ -1,1 +1,1 @@
-"""ops/cli"""
+"""The `switchboard` command (main.py)."""

@@ -14,13 +14,15 @@ import pytest
 import uvicorn
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from switchboard.config.settings import Settings
-from switchboard.providers import anthropic
-from switchboard.providers.transport import UpstreamClient
+from switchboard.providers import _translate, anthropic
+from switchboard.providers.anthropic.config import AnthropicConfig
+from switchboard.providers.anthropic.stream import finish_reason
+from switchboard.providers.transport.client import UpstreamClient
 from switchboard.simulator import SimulatorApp
 from switchboard.wire.chat import Route, UpstreamError
 
-SETTINGS = Settings(anthropic_default_max_tokens=321)
+CONFIG = AnthropicConfig(default_max_tokens=321)
+ADAPTER = anthropic.create(CONFIG)
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
@@ -29,7 +31,7 @@ WEATHER_TOOL = {"type": "function", "function": {
 
 def _request(**fields) -> dict:
     return anthropic.messages_request({"messages": [{"role": "user", "content": "hi"}], **fields},
-                                      "claude-sim", SETTINGS, stream=True)
+                                      "claude-sim", CONFIG, stream=True)
 
 
 # --- request translation ---------------------------------------------------------------------------
@@ -164,11 +166,11 @@ def test_max_tokens_default_and_overrides():
     ("claude-opus-5-5", (5, 5)), ("claude-3-7-sonnet-20250219", (3, 7)), ("claude-3-haiku-20240307", (3, 0)),
     ("claude-haiku-4-5", (4, 5)), ("claude-sim", None), ("gpt-4o", None)])
 def test_the_claude_version_comes_from_the_model_name(model, version):
-    assert anthropic.claude_version(model) == version
+    assert _translate.claude_version(model) == version
 
 
 def _thinking(model: str = "claude-sonnet-4-5", **fields) -> dict:
-    payload = anthropic.messages_request({"messages": [{"role": "user", "content": "hi"}], **fields}, model, SETTINGS,
+    payload = anthropic.messages_request({"messages": [{"role": "user", "content": "hi"}], **fields}, model, CONFIG,
                                          stream=True)
     return {name: payload[name] for name in ("max_tokens", "thinking", "output_config", "temperature", "top_p")
             if name in payload}
@@ -181,7 +183,7 @@ def _thinking(model: str = "claude-sonnet-4-5", **fields) -> dict:
     ("xhigh", {"type": "enabled", "budget_tokens": 32768}, "max"),
     ("max", {"type": "enabled", "budget_tokens": 32768}, "max")])
 def test_each_effort_as_a_budget_on_older_claude_and_adaptive_on_4_6_and_later(effort, older, adaptive):
-    budget = anthropic.THINKING_BUDGETS[effort]
+    budget = _translate.THINKING_BUDGETS[effort]
     assert _thinking(reasoning_effort=effort) == {"max_tokens": 321 + budget, "thinking": older}
     for model in ("claude-sonnet-4-6", "claude-opus-4-7", "claude-sonnet-5-20270101"):
         assert _thinking(model, reasoning_effort=effort) == {
@@ -250,7 +252,7 @@ ASK = {"role": "user", "content": "Weather in Paris?"}
 ])
 def test_tool_use_turns_in_progress_and_prefills_answer_without_thinking(messages, thinks):
     payload = anthropic.messages_request({"messages": messages, "tools": [WEATHER_TOOL], "reasoning_effort": "low"},
-                                         "claude-opus-4-7", SETTINGS, stream=True)
+                                         "claude-opus-4-7", CONFIG, stream=True)
     assert ("thinking" in payload) is thinks and ("output_config" in payload) is thinks
 
 
@@ -361,7 +363,7 @@ def test_translator_relays_thinking_as_reasoning_and_numbers_tools_from_zero():
     ("refusal", "content_filter"), ("pause_turn", "stop"), (None, "stop"),
 ])
 def test_finish_reasons(stop_reason, finish):
-    assert anthropic.finish_reason(stop_reason) == finish
+    assert finish_reason(stop_reason) == finish
 
 
 # --- over a real socket ----------------------------------------------------------------------------
@@ -396,7 +398,7 @@ def _stream(base_url: str, body: dict) -> list[dict]:
     async def run() -> list[dict]:
         chunks = []
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            async for raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
+            async for raw, chunk in _flat(ADAPTER.stream(client, _route(base_url), body)):
                 assert json.loads(raw) == chunk
                 ChatCompletionChunk.model_validate(chunk)
                 chunks.append(chunk)
@@ -410,7 +412,7 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
 
     async def run() -> None:
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            async for _raw, chunk in _flat(anthropic.stream(client, _route(base_url), body, SETTINGS)):
+            async for _raw, chunk in _flat(ADAPTER.stream(client, _route(base_url), body)):
                 chunks.append(chunk)
 
     with pytest.raises(UpstreamError) as caught:
@@ -421,7 +423,7 @@ def _stream_until_error(base_url: str, body: dict) -> tuple[list[dict], Upstream
 def _complete(base_url: str, body: dict) -> dict:
     async def run() -> dict:
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            return await anthropic.complete(client, _route(base_url), body, SETTINGS)
+            return await ADAPTER.complete(client, _route(base_url), body)
 
     return asyncio.run(run())
 
@@ -539,7 +541,7 @@ def test_a_thinking_stream_over_socket(simulator):
 
     async def run() -> list[bytes]:
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            return [raw async for batch in anthropic.stream(client, route, _body(reasoning_effort="high"), SETTINGS)
+            return [raw async for batch in ADAPTER.stream(client, route, _body(reasoning_effort="high"))
                     for raw, _ in batch]
 
     raws = asyncio.run(run())
@@ -616,7 +618,7 @@ def test_stream_that_ends_before_message_stop_is_a_502():
         try:
             async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
                 route = _route(f"http://127.0.0.1:{port}")
-                async for _raw, chunk in _flat(anthropic.stream(client, route, _body(), SETTINGS)):
+                async for _raw, chunk in _flat(ADAPTER.stream(client, route, _body())):
                     chunks.append(chunk)
         finally:
             server.close()

@@ -21,11 +21,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.serialize import create_serializer
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from switchboard.config.settings import Settings, SettingsError
 from switchboard.core.attempts import retryable
 from switchboard.http.serving import BackgroundServer
-from switchboard.providers import PROVIDERS, bedrock
-from switchboard.providers.transport import UpstreamClient
+from switchboard.providers import _translate as claude_rules
+from switchboard.providers import bedrock
+from switchboard.providers._env import ConfigError
+from switchboard.providers.base import UpstreamStats
+from switchboard.providers.bedrock import errors as bedrock_errors
+from switchboard.providers.bedrock import request as converse
+from switchboard.providers.bedrock import stream as converse_stream
+from switchboard.providers.bedrock.config import BedrockConfig
+from switchboard.providers.registry import PROVIDERS
+from switchboard.providers.transport.client import UpstreamClient
 from switchboard.simulator import Script, SimulatorApp
 from switchboard.simulator.bedrock_api import (
     AwsKey,
@@ -43,7 +50,8 @@ SECRET = "bedrock-unit-secret-fake-0123456789"
 WRONG_SECRET = "bedrock-unit-wrong-secret-fake-987"
 MODEL = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
 PROFILE_ARN = f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{MODEL}"
-SETTINGS = Settings(bedrock_region="us-east-1")
+CONFIG = BedrockConfig(region="us-east-1")
+ADAPTER = bedrock.create(CONFIG)
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
@@ -86,10 +94,11 @@ def _body(**fields) -> dict:
             "messages": HELLO, **fields}
 
 
-async def _pairs(base_url: str, body: dict, model: str = MODEL) -> list[tuple[bytes, dict]]:
+async def _pairs(base_url: str, body: dict, model: str = MODEL,
+                 stats: UpstreamStats | None = None) -> list[tuple[bytes, dict]]:
     async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
         out = []
-        async for batch in bedrock.stream(client, _route(base_url, model), body, SETTINGS):
+        async for batch in ADAPTER.stream(client, _route(base_url, model), body, stats):
             assert batch, "batches are never empty"
             out += batch
         return out
@@ -107,7 +116,7 @@ def _stream_until_error(base_url: str, body: dict, model: str = MODEL) -> tuple[
 
     async def run() -> None:
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            async for batch in bedrock.stream(client, _route(base_url, model), body, SETTINGS):
+            async for batch in ADAPTER.stream(client, _route(base_url, model), body):
                 chunks.extend(parsed for _raw, parsed in batch)
 
     with pytest.raises(UpstreamError) as caught:
@@ -115,10 +124,10 @@ def _stream_until_error(base_url: str, body: dict, model: str = MODEL) -> tuple[
     return chunks, caught.value
 
 
-def _complete(base_url: str, body: dict, model: str = MODEL) -> dict:
+def _complete(base_url: str, body: dict, model: str = MODEL, stats: UpstreamStats | None = None) -> dict:
     async def run() -> dict:
         async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
-            return await bedrock.complete(client, _route(base_url, model), body, SETTINGS)
+            return await ADAPTER.complete(client, _route(base_url, model), body, stats)
 
     return asyncio.run(run())
 
@@ -136,7 +145,7 @@ def _valid_for_aws(payload: dict) -> None:
 
 
 def test_system_turns_become_system_blocks_and_same_role_turns_merge():
-    payload = bedrock.converse_request({"messages": [
+    payload = converse.converse_request({"messages": [
         {"role": "system", "content": "Be brief."},
         {"role": "developer", "content": [{"type": "text", "text": "Speak French."}]},
         {"role": "user", "content": "Bonjour"},
@@ -149,17 +158,17 @@ def test_system_turns_become_system_blocks_and_same_role_turns_merge():
 
 
 def test_a_conversation_that_opens_with_the_agent_greeting_gets_a_user_turn_first():
-    payload = bedrock.converse_request({"messages": [
+    payload = converse.converse_request({"messages": [
         {"role": "system", "content": "You are a receptionist."},
         {"role": "assistant", "content": "Hello, how can I help?"},
         {"role": "user", "content": "Book a table."}]})
     assert [m["role"] for m in payload["messages"]] == ["user", "assistant", "user"]
-    assert payload["messages"][0]["content"] == [{"text": bedrock.CONVERSATION_START}]
+    assert payload["messages"][0]["content"] == [{"text": converse.CONVERSATION_START}]
     _valid_for_aws(payload)
 
 
 def test_tool_calls_and_results_round_trip():
-    payload = bedrock.converse_request({"tools": [WEATHER_TOOL], "messages": [
+    payload = converse.converse_request({"tools": [WEATHER_TOOL], "messages": [
         {"role": "user", "content": "Weather in Paris and Rome?"},
         {"role": "assistant", "content": "Checking.", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
@@ -174,14 +183,14 @@ def test_tool_calls_and_results_round_trip():
         {"toolUse": {"toolUseId": "call_2", "name": "get_weather", "input": {}}}]}
     assert payload["messages"][2] == {"role": "user", "content": [
         {"toolResult": {"toolUseId": "call_1", "content": [{"text": "18C"}]}},
-        {"toolResult": {"toolUseId": "call_2", "content": [{"text": bedrock.EMPTY_TOOL_RESULT}]}},
+        {"toolResult": {"toolUseId": "call_2", "content": [{"text": converse.EMPTY_TOOL_RESULT}]}},
         {"text": "And tomorrow?"}]}
     assert len(payload["messages"]) == 3
     _valid_for_aws(payload)
 
 
 def test_tools_become_tool_specs_and_tool_choice_maps():
-    payload = bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL, NO_ARGS_TOOL],
+    payload = converse.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL, NO_ARGS_TOOL],
                                         "tool_choice": "required"})
     assert payload["toolConfig"] == {"tools": [
         {"toolSpec": {"name": "get_weather", "description": "Weather for a city",
@@ -193,48 +202,48 @@ def test_tools_become_tool_specs_and_tool_choice_maps():
                json.dumps({"type": "function", "function": {"name": "skip_turn"}}): {"tool": {"name": "skip_turn"}}}
     for given, expected in choices.items():
         choice = json.loads(given) if given.startswith("{") else given
-        config = bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL], "tool_choice": choice})
+        config = converse.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL], "tool_choice": choice})
         assert config["toolConfig"]["toolChoice"] == expected
-    assert "toolChoice" not in bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL]})["toolConfig"]
+    assert "toolChoice" not in converse.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL]})["toolConfig"]
 
 
 def test_tool_choice_none_withholds_tools_unless_the_history_needs_them():
-    assert "toolConfig" not in bedrock.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL],
+    assert "toolConfig" not in converse.converse_request({"messages": HELLO, "tools": [WEATHER_TOOL],
                                                          "tool_choice": "none"})
     history = HELLO + [
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
                                               "function": {"name": "end_call", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
-    payload = bedrock.converse_request({"messages": history, "tools": [WEATHER_TOOL], "tool_choice": "none"})
+    payload = converse.converse_request({"messages": history, "tools": [WEATHER_TOOL], "tool_choice": "none"})
     # Converse refuses tool blocks without a tool config, and has no "none": only the tools used are declared.
     assert payload["toolConfig"] == {"tools": [
         {"toolSpec": {"name": "end_call", "inputSchema": {"json": {"type": "object", "properties": {}}}}}]}
     _valid_for_aws(payload)
-    assert bedrock.converse_request({"messages": history})["toolConfig"] == payload["toolConfig"]
+    assert converse.converse_request({"messages": history})["toolConfig"] == payload["toolConfig"]
 
 
 def test_inference_config():
-    payload = bedrock.converse_request({"messages": HELLO, "max_tokens": 50, "max_completion_tokens": 80,
+    payload = converse.converse_request({"messages": HELLO, "max_tokens": 50, "max_completion_tokens": 80,
                                         "temperature": 1.7, "top_p": 0.9, "stop": "END"})
     assert payload["inferenceConfig"] == {"maxTokens": 80, "temperature": 1.0, "topP": 0.9, "stopSequences": ["END"]}
     _valid_for_aws(payload)
-    payload = bedrock.converse_request({"messages": HELLO, "max_tokens": True, "temperature": "hot",
+    payload = converse.converse_request({"messages": HELLO, "max_tokens": True, "temperature": "hot",
                                         "stop": ["a", "", 3]})
     assert payload["inferenceConfig"] == {"stopSequences": ["a"]}
-    assert "inferenceConfig" not in bedrock.converse_request({"messages": HELLO})
+    assert "inferenceConfig" not in converse.converse_request({"messages": HELLO})
 
 
 def test_images_travel_as_bytes_and_web_urls_are_refused():
     content = [{"type": "text", "text": "What is this?"},
                {"type": "image_url", "image_url": {"url": "data:image/jpg;base64,aGVsbG8="}}]
-    payload = bedrock.converse_request({"messages": [{"role": "user", "content": content}]})
+    payload = converse.converse_request({"messages": [{"role": "user", "content": content}]})
     assert payload["messages"][0]["content"][1] == {"image": {"format": "jpeg", "source": {"bytes": "aGVsbG8="}}}
     _valid_for_aws(payload)
     for part in ({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
                  {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}},
                  {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}):
         with pytest.raises(GatewayError) as caught:
-            bedrock.converse_request({"messages": [{"role": "user", "content": [part]}]})
+            converse.converse_request({"messages": [{"role": "user", "content": [part]}]})
         assert caught.value.status == 400
 
 
@@ -242,7 +251,7 @@ def test_images_travel_as_bytes_and_web_urls_are_refused():
 
 
 def _reasoning(model: str, **fields) -> dict:
-    payload = bedrock.converse_request({"messages": HELLO, **fields}, model, default_max_tokens=321)
+    payload = converse.converse_request({"messages": HELLO, **fields}, model, default_max_tokens=321)
     assert request_problem(payload, model, streaming=True) is None  # the simulated model's native API takes it
     return {name: payload[name] for name in ("additionalModelRequestFields", "inferenceConfig") if name in payload}
 
@@ -258,7 +267,7 @@ NOT_REASONING = ["us.deepseek.r1-v1:0", "meta.llama3-3-70b-instruct-v1:0", "mist
 
 @pytest.mark.parametrize("effort", ["low", "medium", "high", "xhigh", "max"])
 def test_claude_on_bedrock_gets_the_anthropic_adapter_s_thinking(effort):
-    budget = bedrock.THINKING_BUDGETS[effort]
+    budget = claude_rules.THINKING_BUDGETS[effort]
     for model in CLAUDE_OLD:
         assert _reasoning(model, reasoning_effort=effort) == {
             "additionalModelRequestFields": {"thinking": {"type": "enabled", "budget_tokens": budget}},
@@ -266,7 +275,7 @@ def test_claude_on_bedrock_gets_the_anthropic_adapter_s_thinking(effort):
     for model in CLAUDE_ADAPTIVE:
         assert _reasoning(model, reasoning_effort=effort) == {
             "additionalModelRequestFields": {"thinking": {"type": "adaptive"},
-                                             "output_config": {"effort": bedrock.ADAPTIVE_EFFORTS[effort]}},
+                                             "output_config": {"effort": claude_rules.ADAPTIVE_EFFORTS[effort]}},
             "inferenceConfig": {"maxTokens": 321 + budget}}, model
 
 
@@ -331,20 +340,30 @@ def test_claude_on_bedrock_answers_a_tool_turn_in_progress_without_thinking(tail
 @pytest.mark.parametrize("effort", ["extreme", "", 2, None.__class__.__name__])
 def test_an_unknown_effort_is_a_400(effort):
     with pytest.raises(GatewayError) as caught:
-        bedrock.converse_request({"messages": HELLO, "reasoning_effort": effort}, MODEL)
+        converse.converse_request({"messages": HELLO, "reasoning_effort": effort}, MODEL)
     assert (caught.value.status, caught.value.param, caught.value.code) == (400, "reasoning_effort",
                                                                           "invalid_reasoning_effort")
 
 
 def test_the_claude_tables_are_the_anthropic_adapter_s():
+    """One set of Claude rules for both families (providers/_translate.py): a model named the Bedrock way thinks
+    exactly as the same model named the Anthropic way."""
     from switchboard.providers import anthropic
+    from switchboard.providers.anthropic.config import AnthropicConfig
 
-    for name in ("REASONING_EFFORTS", "NO_THINKING", "THINKING_BUDGETS", "ADAPTIVE_EFFORTS", "ADAPTIVE_SINCE",
-                 "MIN_THINKING_BUDGET", "MIN_TOP_P_THINKING"):
-        assert getattr(bedrock, name) == getattr(anthropic, name), name
     for model in ("claude-opus-4-7", "claude-3-7-sonnet-20250219", "claude-opus-4-20250514", "claude-sonnet-5",
                   "claude-sim"):
-        assert bedrock.claude_version("anthropic." + model + "-v1:0") == anthropic.claude_version(model)
+        assert claude_rules.claude_version("anthropic." + model + "-v1:0") == claude_rules.claude_version(model)
+        for effort in claude_rules.REASONING_EFFORTS:
+            for max_tokens in ({}, {"max_tokens": 3000}, {"max_tokens": 1500}):
+                body = {"messages": HELLO, "reasoning_effort": effort, **max_tokens}
+                on_bedrock = converse.converse_request(body, "anthropic." + model + "-v1:0", 321)
+                on_anthropic = anthropic.messages_request(body, model, AnthropicConfig(default_max_tokens=321), True)
+                fields = on_bedrock.get("additionalModelRequestFields", {})
+                assert fields.get("thinking") == on_anthropic.get("thinking"), (model, effort)
+                assert fields.get("output_config") == on_anthropic.get("output_config"), (model, effort)
+                if "thinking" in fields:
+                    assert on_bedrock["inferenceConfig"]["maxTokens"] == on_anthropic["max_tokens"]
 
 
 def test_the_base_model_is_found_as_the_price_catalog_finds_it():
@@ -353,7 +372,7 @@ def test_the_base_model_is_found_as_the_price_catalog_finds_it():
     for model in [MODEL, PROFILE_ARN, "global.anthropic.claude-sonnet-4-6", "us-gov.anthropic.claude-3-haiku-v1:0",
                   "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-2-lite-v1:0",
                   "meta.llama3-8b-instruct-v1:0"]:
-        assert bedrock.base_model_id(model) == bedrock_base_model(model)
+        assert converse.base_model_id(model) == bedrock_base_model(model)
 
 
 def test_reasoning_deltas_drop_signatures_and_redacted_content():
@@ -420,7 +439,7 @@ def test_the_simulator_wants_claude_s_thinking_block_in_a_tool_turn_and_a_prefil
                                    "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3",
                                    "x" * 2048, "my_model.v-1:0"])
 def test_model_ids_bedrock_takes(model):
-    bedrock.check_model_id(model)
+    converse.check_model_id(model)
 
 
 @pytest.mark.parametrize("model", ["", ".", "..", "....", "a/b", "us.anthropic/../x", "x" * 2049, "a b", "a%2Fb",
@@ -429,10 +448,10 @@ def test_model_ids_bedrock_takes(model):
                                    "arn:aws:bedrock:x:y/./z", "/arn:x", "a\nb"])
 def test_model_ids_bedrock_cannot_take_are_the_caller_s_400(model):
     with pytest.raises(GatewayError) as caught:
-        bedrock.check_model_id(model)
+        converse.check_model_id(model)
     error = caught.value
     assert (error.status, error.param, error.code) == (400, "model", "invalid_model")
-    assert bedrock.MODEL_ID_FORMS in error.message
+    assert converse.MODEL_ID_FORMS in error.message
 
 
 # --- key material: scrubbed before parsing, never left at a cut -------------------------------------------
@@ -448,20 +467,20 @@ def _pieces(text: str, key: str = FAKE_KEY) -> list[str]:
 @pytest.mark.parametrize("left", [8, 12, 39])
 def test_aws_error_cuts_leave_no_key_prefix(left):
     message = "m" * (1000 - left) + FAKE_KEY
-    error_type, text = bedrock.aws_error(json.dumps({"message": message}).encode(), {}, (FAKE_KEY, None))
+    error_type, text = bedrock_errors.aws_error(json.dumps({"message": message}).encode(), {}, (FAKE_KEY, None))
     assert len(text) <= 1000 and _pieces(text) == [] and text.startswith("mmm")
-    _, text = bedrock.aws_error(b"E" * (300 - left) + FAKE_KEY.encode(), {}, (FAKE_KEY,))
+    _, text = bedrock_errors.aws_error(b"E" * (300 - left) + FAKE_KEY.encode(), {}, (FAKE_KEY,))
     assert text.startswith("EEE") and _pieces(text) == []
-    error_type, _ = bedrock.aws_error(b"{}", {"x-amzn-errortype": "T" * (100 - left) + FAKE_KEY}, (FAKE_KEY,))
+    error_type, _ = bedrock_errors.aws_error(b"{}", {"x-amzn-errortype": "T" * (100 - left) + FAKE_KEY}, (FAKE_KEY,))
     assert error_type.startswith("TTT") and _pieces(error_type) == []
 
 
 def test_stream_exceptions_are_scrubbed_and_cut_clean():
-    error = bedrock.stream_exception("bedrock", "validationException", "leaked " + FAKE_KEY, (FAKE_KEY, None))
+    error = bedrock_errors.stream_exception("bedrock", "validationException", "leaked " + FAKE_KEY, (FAKE_KEY, None))
     assert FAKE_KEY not in error.message and "[redacted]" in error.message
     prefix = "Upstream provider 'bedrock' failed mid-stream: validationException: "
-    error = bedrock.stream_exception("bedrock", "validationException", "m" * (1200 - len(prefix) - 12) + FAKE_KEY,
-                                     (FAKE_KEY,))
+    message = "m" * (1200 - len(prefix) - 12) + FAKE_KEY
+    error = bedrock_errors.stream_exception("bedrock", "validationException", message, (FAKE_KEY,))
     assert len(error.message) <= 1200 and _pieces(error.message) == []
 
 
@@ -474,44 +493,46 @@ def test_stream_exceptions_are_scrubbed_and_cut_clean():
 def test_model_ids_are_encoded_in_the_path_as_the_aws_sdk_encodes_them(model):
     operation = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("ConverseStream")
     sdk = create_serializer("rest-json").serialize_to_request({"modelId": model, "messages": []}, operation)
-    url = bedrock.converse_url("https://bedrock-runtime.us-east-1.amazonaws.com", model, stream=True)
+    url = converse.converse_url("https://bedrock-runtime.us-east-1.amazonaws.com", model, stream=True)
     assert url == "https://bedrock-runtime.us-east-1.amazonaws.com" + sdk["url_path"]
     assert ":" not in url.split("/model/")[1] and url.endswith("/converse-stream")
-    assert bedrock.converse_url("http://h", model, stream=False).endswith("/converse")
+    assert converse.converse_url("http://h", model, stream=False).endswith("/converse")
 
 
 def test_region_and_endpoint_settings():
-    def settings(**env: str) -> Settings:
-        return Settings.from_env(env)
+    def config(**env: str) -> BedrockConfig:
+        return BedrockConfig.from_env(env)
 
-    assert settings(AWS_DEFAULT_REGION="eu-west-1").provider("bedrock").base_url == \
-        "https://bedrock-runtime.eu-west-1.amazonaws.com"
-    chosen = settings(BEDROCK_REGION="us-west-2", AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1")
-    assert chosen.bedrock_region == "us-west-2"
-    assert chosen.provider("bedrock").base_url == "https://bedrock-runtime.us-west-2.amazonaws.com"
-    assert settings(AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1").bedrock_region == "eu-central-1"
-    assert settings(AWS_REGION="cn-north-1").provider("bedrock").base_url == \
-        "https://bedrock-runtime.cn-north-1.amazonaws.com.cn"
-    local = settings(AWS_REGION="us-east-1", AWS_ENDPOINT_URL_BEDROCK_RUNTIME="http://127.0.0.1:8100/")
-    assert local.provider("bedrock").base_url == "http://127.0.0.1:8100"
-    assert local.provider("bedrock").configured and not PROVIDERS["bedrock"].needs_key
-    assert settings().provider("bedrock").base_url is None
-    with pytest.raises(SettingsError, match="BEDROCK_REGION"):
-        settings(BEDROCK_REGION="us-east-1.evil.example")
+    assert config(AWS_DEFAULT_REGION="eu-west-1").endpoint == "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    chosen = config(BEDROCK_REGION="us-west-2", AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1")
+    assert chosen.region == "us-west-2"
+    assert chosen.endpoint == "https://bedrock-runtime.us-west-2.amazonaws.com"
+    assert config(AWS_REGION="eu-central-1", AWS_DEFAULT_REGION="ap-south-1").region == "eu-central-1"
+    assert config(AWS_REGION="cn-north-1").endpoint == "https://bedrock-runtime.cn-north-1.amazonaws.com.cn"
+    local = config(AWS_REGION="us-east-1", AWS_ENDPOINT_URL_BEDROCK_RUNTIME="http://127.0.0.1:8100/")
+    assert local.endpoint == "http://127.0.0.1:8100"
+    assert not PROVIDERS["bedrock"].needs_key  # an endpoint is all Bedrock needs to be configured
+    assert config(BEDROCK_BASE_URL="http://127.0.0.1:8200").endpoint == "http://127.0.0.1:8200"
+    assert config().endpoint is None
+    with pytest.raises(ConfigError, match="BEDROCK_REGION"):
+        config(BEDROCK_REGION="us-east-1.evil.example")
+    with pytest.raises(ConfigError, match="SWITCHBOARD_ANTHROPIC_MAX_TOKENS"):
+        config(SWITCHBOARD_ANTHROPIC_MAX_TOKENS="lots")
+    assert config(SWITCHBOARD_ANTHROPIC_MAX_TOKENS="321").default_max_tokens == 321
 
 
 def test_signing_region():
-    assert bedrock.signing_region(Settings(bedrock_region="eu-west-3"), "http://127.0.0.1:1") == "eu-west-3"
-    assert bedrock.signing_region(Settings(), "https://bedrock-runtime.ap-northeast-1.amazonaws.com") == \
+    assert BedrockConfig(region="eu-west-3").signing_region("http://127.0.0.1:1") == "eu-west-3"
+    assert BedrockConfig().signing_region("https://bedrock-runtime.ap-northeast-1.amazonaws.com") == \
         "ap-northeast-1"
-    assert bedrock.signing_region(Settings(), "http://127.0.0.1:8100") == "us-east-1"
+    assert BedrockConfig().signing_region("http://127.0.0.1:8100") == "us-east-1"
 
 
 # --- stream translation ------------------------------------------------------------------------------
 
 
-def _translate(events: list[tuple[str, dict]]) -> tuple[list[dict], bedrock.StreamTranslator]:
-    translator = bedrock.StreamTranslator(MODEL, "req-1", created=1)
+def _translate(events: list[tuple[str, dict]]) -> tuple[list[dict], converse_stream.StreamTranslator]:
+    translator = converse_stream.StreamTranslator(MODEL, "req-1", created=1)
     chunks = [chunk for event_type, event in events for chunk in translator.feed(event_type, event)]
     for chunk in chunks:
         ChatCompletionChunk.model_validate(chunk)
@@ -609,14 +630,15 @@ def test_translator_survives_malformed_events():
 
 
 def test_non_streamed_converse_response():
-    completion = bedrock.completion_from_converse({
+    completion = converse_stream.completion_from_converse({
         "output": {"message": {"role": "assistant", "content": [
             {"reasoningContent": {"reasoningText": {"text": "Hmm.", "signature": "s"}}},
             {"text": "Calling."}, {"toolUse": {"toolUseId": "t1", "name": "end_call", "input": {"reason": "bye"}}},
             {"toolUse": {"toolUseId": "t2", "name": "skip_turn", "input": {}}}]}},
         "stopReason": "tool_use", "usage": {"inputTokens": 3, "outputTokens": 4, "totalTokens": 7},
         "metrics": {"latencyMs": 55}}, MODEL, "req-9", created=1)
-    latency = completion.pop(bedrock.LATENCY_KEY)
+    latency = converse_stream.latency({"latencyMs": 55})
+    assert "x_bedrock_latency_ms" not in completion  # the figure is the adapter's to report, not the completion's
     ChatCompletion.model_validate(completion)
     message = completion["choices"][0]["message"]
     assert message["content"] == "Calling." and message["reasoning_content"] == "Hmm."
@@ -631,8 +653,9 @@ def test_non_streamed_converse_response():
 
 def test_text_stream_over_socket(bedrock_sim):
     app, base_url = bedrock_sim
+    stats = UpstreamStats()
     pairs = asyncio.run(_pairs(base_url, _body(simulator={"tokens": 6, "prompt_tokens": 100, "cached_tokens": 60,
-                                                          "cache_write_tokens": 30})))
+                                                          "cache_write_tokens": 30}), stats=stats))
     chunks = [parsed for _raw, parsed in pairs]
     sent, headers = app.requests[-1], app.request_headers[-1]
     assert app.request_paths[-1] == "/model/us.anthropic.claude-haiku-4-5-20251001-v1%3A0/converse-stream"
@@ -648,9 +671,10 @@ def test_text_stream_over_socket(bedrock_sim):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
         "prompt_tokens": 100, "completion_tokens": 6, "total_tokens": 106,
         "prompt_tokens_details": {"cached_tokens": 60, "cache_creation_tokens": 30}}
-    # Bedrock's own latency figure is on the parsed usage chunk for the record, never in the client's bytes.
+    # Bedrock's own latency figure goes to the call's stats for the record, never in the client's bytes.
     raw_usage, parsed_usage = pairs[-1]
-    assert isinstance(parsed_usage[bedrock.LATENCY_KEY], int) and bedrock.LATENCY_KEY.encode() not in raw_usage
+    assert isinstance(stats.latency_ms, int) and b"latency" not in raw_usage
+    assert "x_bedrock_latency_ms" not in parsed_usage
     assert all(ChatCompletionChunk.model_validate_json(raw) for raw, _ in pairs)
     assert len({c["id"] for c in chunks}) == 1 and {c["model"] for c in chunks} == {MODEL}
 
@@ -682,7 +706,7 @@ def test_reasoning_and_max_tokens_over_socket(bedrock_sim):
 def test_scripted_stop_reasons_over_socket(bedrock_sim, stop_reason):
     _, base_url = bedrock_sim
     chunks = _stream(base_url, _body(simulator={"tokens": 2, "stop_reason": stop_reason}))
-    assert chunks[-2]["choices"][0]["finish_reason"] == bedrock.finish_reason(stop_reason)
+    assert chunks[-2]["choices"][0]["finish_reason"] == converse_stream.finish_reason(stop_reason)
 
 
 @pytest.mark.parametrize(("exception", "status", "can_retry"), [
@@ -797,9 +821,10 @@ def test_expired_session_credentials_are_refreshed_and_the_call_retried_once(mon
 
 def test_non_streaming_completion(bedrock_sim):
     app, base_url = bedrock_sim
-    completion = _complete(base_url, _body(stream=False, simulator={"tokens": 5, "cached_tokens": 2}))
+    stats = UpstreamStats()
+    completion = _complete(base_url, _body(stream=False, simulator={"tokens": 5, "cached_tokens": 2}), stats=stats)
     assert app.request_paths[-1].endswith("%3A0/converse")
-    assert isinstance(completion.pop(bedrock.LATENCY_KEY), int)
+    assert isinstance(stats.latency_ms, int) and "x_bedrock_latency_ms" not in completion
     ChatCompletion.model_validate(completion)
     choice = completion["choices"][0]
     assert choice["message"]["content"].startswith("(simulated)") and choice["finish_reason"] == "stop"
@@ -850,9 +875,9 @@ def _run_canned(writes: list[bytes | float], *, status: int = 200, headers: byte
         try:
             async with UpstreamClient(connect_timeout=5, read_timeout=5) as client:
                 if not streamed:
-                    await bedrock.complete(client, _route(base_url), _body(stream=False), SETTINGS)
+                    await ADAPTER.complete(client, _route(base_url), _body(stream=False))
                     return
-                async for batch in bedrock.stream(client, _route(base_url), _body(), SETTINGS):
+                async for batch in ADAPTER.stream(client, _route(base_url), _body()):
                     arrivals.extend((time.perf_counter() - started, parsed) for _raw, parsed in batch)
         finally:
             server.close()
@@ -899,7 +924,7 @@ def test_events_are_decoded_as_bytes_arrive_never_after_the_stream_ends():
         base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         try:
             async with UpstreamClient(connect_timeout=5, read_timeout=15) as client:
-                async for batch in bedrock.stream(client, _route(base_url), _body(), SETTINGS):
+                async for batch in ADAPTER.stream(client, _route(base_url), _body()):
                     for _raw, parsed in batch:
                         deltas.extend(choice["delta"] for choice in parsed["choices"])
                         if any(choice["delta"].get("content") for choice in parsed["choices"]):

@@ -151,7 +151,8 @@ def test_log_group_and_alarms():
 
 
 def test_budget_alarms_read_the_metrics_the_budget_tracker_emits():
-    source = "".join((ROOT / "handler/switchboard" / name).read_text() for name in ("limits/budgets/tracker.py", "observability.py"))
+    names = ("limits/budgets/tracker.py", "observability.py")
+    source = "".join((ROOT / "handler/switchboard" / name).read_text() for name in names)
     for alarm, metric in (("BudgetSoftThresholdAlarm", "BudgetSoftThreshold"),
                           ("BudgetExceededAlarm", "BudgetExceeded")):
         properties = RESOURCES[alarm]["Properties"]

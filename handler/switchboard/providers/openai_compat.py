@@ -170,11 +170,22 @@ def _split_parts(parts: list) -> tuple[str, str]:
 
 def chunk_problem(chunk: dict) -> str | None:
     """What is wrong with a chat.completion.chunk's shape, or None. Cheap: a few type checks per chunk."""
-    usage = chunk.get("usage")
+    return _shape_problem(chunk, "delta")
+
+
+def completion_problem(completion: dict) -> str | None:
+    """What is wrong with a chat.completion's shape, or None: the checks `chunk_problem` makes of a chunk."""
+    return _shape_problem(completion, "message")
+
+
+def _shape_problem(answer: dict, part: str) -> str | None:
+    """`part` is "delta" for a chunk (whose choices, and a choice's delta, may be absent) or "message" for a
+    completion (which must have both)."""
+    usage = answer.get("usage")
     if usage is not None and not isinstance(usage, dict):
         return "usage is not an object"
-    choices = chunk.get("choices")
-    if choices is None:
+    choices = answer.get("choices")
+    if choices is None and part == "delta":
         return None
     if not isinstance(choices, list):
         return "choices is not an array"
@@ -184,12 +195,12 @@ def chunk_problem(chunk: dict) -> str | None:
         finish = choice.get("finish_reason")
         if finish is not None and not isinstance(finish, str):
             return "finish_reason is not a string"
-        delta = choice.get("delta")
-        if delta is None:
+        content = choice.get(part)
+        if content is None and part == "delta":
             continue
-        if not isinstance(delta, dict):
-            return "delta is not an object"
-        problem = _delta_problem(delta)
+        if not isinstance(content, dict):
+            return "delta is not an object" if part == "delta" else "a choice has no message object"
+        problem = _delta_problem(content)
         if problem:
             return problem
     return None
@@ -212,27 +223,4 @@ def _delta_problem(delta: dict) -> str | None:
         if function and any(function.get(k) is not None and not isinstance(function[k], str)
                             for k in ("name", "arguments")):
             return "a tool call's name or arguments is not a string"
-    return None
-
-
-def completion_problem(completion: dict) -> str | None:
-    """What is wrong with a chat.completion's shape, or None: the checks `chunk_problem` makes of a chunk."""
-    usage = completion.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        return "usage is not an object"
-    choices = completion.get("choices")
-    if not isinstance(choices, list):
-        return "choices is not an array"
-    for choice in choices:
-        if not isinstance(choice, dict):
-            return "a choice is not an object"
-        finish = choice.get("finish_reason")
-        if finish is not None and not isinstance(finish, str):
-            return "finish_reason is not a string"
-        message = choice.get("message")
-        if not isinstance(message, dict):
-            return "a choice has no message object"
-        problem = _delta_problem(message)
-        if problem:
-            return problem
     return None

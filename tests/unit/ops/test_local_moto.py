@@ -10,24 +10,13 @@ from __future__ import annotations
 import threading
 
 import boto3
-import pytest
 from botocore.config import Config
-
-from switchboard.ops.local_stack import LocalStack
 
 PLACES, WRITERS = 4, 24
 
 
-@pytest.fixture(scope="module")
-def stack():
-    stack = LocalStack()
-    info = stack.start(write_state=False)
-    yield info
-    stack.server.stop()
-
-
-def test_racing_conditional_adds_never_pass_the_limit(stack) -> None:
-    db = boto3.client("dynamodb", endpoint_url=stack.env()["SWITCHBOARD_AWS_ENDPOINT_URL"], region_name="us-east-1",
+def test_racing_conditional_adds_never_pass_the_limit(local_aws) -> None:
+    db = boto3.client("dynamodb", endpoint_url=local_aws.env()["SWITCHBOARD_AWS_ENDPOINT_URL"], region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing",
                       config=Config(max_pool_connections=WRITERS))
     db.create_table(TableName="race", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],

@@ -152,6 +152,9 @@ class Attempts:
                         routes, index = moved, 0
                         break
                     attempt_started = time.perf_counter()
+                    if attempt_started >= self.total_deadline:  # no time left: nothing more is sent upstream
+                        raise last_error if last_error is not None and last_error.kind == "timeout" else \
+                            UpstreamError(504, "The call's total deadline passed before a first token.", kind="timeout")
                     stats = UpstreamStats()
                     upstream = _Puller(self.adapters(route.adapter).stream(self.client, route, self.body, stats))
                     handed_over = False
@@ -175,7 +178,11 @@ class Attempts:
                     wait = self._retry_wait(last_error, retry)
                     if wait is None:
                         break  # on to the next route
-                    await self._sleep(wait, buffer_words)
+                    try:
+                        await self._sleep(wait, buffer_words)
+                    except _Rerouted as rerouted:  # the verdict came in while waiting: the cheaper model next
+                        routes, index = rerouted.routes, 0
+                        break
                     retry += 1
             assert last_error is not None
             raise last_error
@@ -210,6 +217,8 @@ class Attempts:
                     self.record.buffer_words = True
                     await buffer_words()
                     continue
+                if deadline == self.total_deadline:  # the call's own deadline, not this attempt's
+                    raise UpstreamError(504, "The call's total deadline passed before a first token.", kind="timeout")
                 raise UpstreamError(504, f"No first token within {round((deadline - attempt_started) * 1000)} ms.",
                                     kind="first_token_timeout")
             held.extend(item)
@@ -262,9 +271,10 @@ class Attempts:
             while True:
                 attempt_started = time.perf_counter()
                 remaining = self.total_deadline - attempt_started
+                if remaining <= 0:  # no time left: the route is not tried (nor recorded as tried)
+                    raise last_error if last_error is not None and last_error.kind == "timeout" else \
+                        UpstreamError(504, "The call's total deadline passed.", kind="timeout")
                 try:
-                    if remaining <= 0:
-                        raise UpstreamError(504, "The call's total deadline passed.", kind="timeout")
                     stats = UpstreamStats()
                     call = self.adapters(route.adapter).complete(self.client, route, self.body, stats)
                     completion = await asyncio.wait_for(call, remaining)
@@ -302,6 +312,8 @@ class Attempts:
         while (now := time.perf_counter()) < resume:
             buffer_due = self._buffer_pending()
             if buffer_due is not None and buffer_due <= now:
+                if self.budget is not None:
+                    await self._await_verdict()  # buffer words are a first byte too (may raise _Rerouted)
                 self.record.buffer_words = True
                 await buffer_words()
                 continue

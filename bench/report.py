@@ -344,7 +344,7 @@ def format_size(size: dict) -> list[str]:
         return [f"Package size: not measured ({size.get('reason')})"]
     return [f"Package size ({size['source']}): function {size['function_bytes'] / 1e6:.2f} MB + layer "
             f"{size['layer_bytes'] / 1e6:.2f} MB = {size['total_mb']:.2f} MB unzipped (limit {PACKAGE_LIMIT_MB:g} MB: "
-            "the layer carries aiohttp)"]
+            "the layer carries uvloop and httptools)"]
 
 
 def format_targets(checks: list[Check]) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 PERCENTILES = (50, 90, 99)
-PACKAGE_LIMIT_MB = 30.0  # function + layer unzipped; the layer carries aiohttp (tests/infra/test_build.py agrees)
+PACKAGE_LIMIT_MB = 30.0  # function + layer unzipped (tests/infra/test_build.py agrees)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

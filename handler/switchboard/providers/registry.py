@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from importlib import import_module
 from urllib.parse import urlsplit
 
-# The wire protocols, each a module in this package.
-FAMILIES = ("openai_compat", "anthropic", "bedrock")
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,10 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ProviderSpec("simulator", "openai_compat", None, needs_key=False, listed_models=("echo", "tools", "slow")),
     )
 }
+
+# The wire protocols, each a module in this package, in the order the table first names them: a new family is
+# its folder plus the provider lines that speak it.
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(spec.adapter for spec in PROVIDERS.values()))
 
 # Hosts a caller may name in `x-inference-provider-url` without extra configuration, and whose provider they
 # belong to (a call there is priced as that provider's): every keyed provider's official host.

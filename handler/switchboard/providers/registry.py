@@ -18,7 +18,6 @@ from importlib import import_module
 from urllib.parse import urlsplit
 
 
-
 @dataclass(frozen=True)
 class ProviderSpec:
     name: str

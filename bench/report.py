@@ -312,7 +312,7 @@ def format_import(found: dict | None) -> list[str]:
     if found.get("aiohttp_ms") is None:
         total = found.get("total_ms")
         return [f"  `{found['statement']}` takes {total:.1f} ms (-X importtime, once); aiohttp is not part of the "
-                "gateway (the upstream hop is providers/transport.py)" if total is not None else
+                "gateway (the upstream hop is providers/transport/)" if total is not None else
                 f"  aiohttp is not imported by `{found['statement']}`"]
     return [f"  aiohttp imported during start-up: {found['aiohttp_ms']:.1f} ms of the {found['total_ms']:.1f} ms "
             f"`{found['statement']}` takes (-X importtime, once), before /health answers, not on a call's path"]

@@ -3,7 +3,7 @@
 Upstream 5xx (with and without a fallback), connections cut mid-stream, slow first tokens past their
 deadline, clients hanging up, and DynamoDB failing or stalling under the ledger: every request must
 still end well-formed and leave exactly one call record, and the gateway must survive with flat memory.
-`make soak` (bench/soak.py) runs the same harness longer.
+`make soak` (bench/soak/) runs the same harness longer.
 """
 
 from __future__ import annotations

@@ -239,7 +239,7 @@ class TestHelpers:
 
 
 def responses_event(event_type: str, **fields) -> bytes:
-    """One Responses event framed as the gateway frames it (handler/switchboard/responses.py): event: + data:."""
+    """One Responses event framed as the gateway frames it (formats/responses/stream.py): event: + data:."""
     return (f"event: {event_type}\ndata: ".encode() + json.dumps({"type": event_type, **fields}).encode() + b"\n\n")
 
 

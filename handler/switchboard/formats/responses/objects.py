@@ -32,7 +32,7 @@ def responses_usage(chat_usage: dict | None) -> dict | None:
         "input_tokens": prompt,
         "input_tokens_details": {
             "cached_tokens": _count(prompt_details.get("cached_tokens")),
-            # Anthropic's cache writes arrive as cache_creation_tokens (see providers/anthropic.py)
+            # Anthropic's cache writes arrive as cache_creation_tokens (see providers/anthropic/stream.py)
             "cache_write_tokens": _count(prompt_details.get("cache_write_tokens",
                                                             prompt_details.get("cache_creation_tokens"))),
         },
